@@ -1,0 +1,84 @@
+// Package clickhousex opens ClickHouse connections the same way everywhere
+// Sluice talks to ClickHouse (the logwriter inserts, the ingest API queries).
+package clickhousex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/sluicehq/sluice/pkg/config"
+)
+
+// Config says how to reach ClickHouse.
+type Config struct {
+	// Addrs are native-protocol endpoints, host:port.
+	Addrs    []string
+	Database string
+	Username string
+	Password string
+	// DialTimeout bounds connecting; queries carry their own contexts.
+	DialTimeout time.Duration
+}
+
+// Register binds the settings to flags and SLUICE_CLICKHOUSE_* variables.
+func (c *Config) Register(l *config.Loader) {
+	l.StringList(&c.Addrs, "clickhouse-addrs", []string{"127.0.0.1:19000"},
+		"ClickHouse native-protocol addresses, comma-separated host:port (the default is the dev stack's)")
+	l.String(&c.Database, "clickhouse-database", "sluice", "ClickHouse database holding the delivery log")
+	l.String(&c.Username, "clickhouse-username", "default", "ClickHouse user")
+	l.String(&c.Password, "clickhouse-password", "", "ClickHouse password")
+	l.Duration(&c.DialTimeout, "clickhouse-dial-timeout", 5*time.Second, "how long connecting to ClickHouse may take")
+}
+
+// identifier is what a database name may be: it is written into DDL, which
+// cannot take bound parameters.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	if len(c.Addrs) == 0 {
+		return errors.New("clickhouse: no addresses configured")
+	}
+	if !identifier.MatchString(c.Database) {
+		return fmt.Errorf("clickhouse: database name %q must be letters, digits and underscores", c.Database)
+	}
+	if c.DialTimeout <= 0 {
+		return fmt.Errorf("clickhouse: dial timeout must be positive, got %v", c.DialTimeout)
+	}
+	return nil
+}
+
+// Open connects without selecting the database (the logwriter may have to
+// create it first) and checks the server answers.
+func Open(ctx context.Context, c Config) (driver.Conn, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: c.Addrs,
+		Auth: clickhouse.Auth{Username: c.Username, Password: c.Password},
+		// Sluice's queries are short; a small pool per process is enough and
+		// keeps the server's connection count predictable across replicas.
+		MaxOpenConns: 8,
+		MaxIdleConns: 4,
+		DialTimeout:  c.DialTimeout,
+		Compression:  &clickhouse.Compression{Method: clickhouse.CompressionLZ4},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening clickhouse %v: %w", c.Addrs, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("pinging clickhouse %v: %w", c.Addrs, err)
+	}
+	return conn, nil
+}
+
+// ValidIdentifier reports whether s can be used as a database or table name.
+func ValidIdentifier(s string) bool { return identifier.MatchString(s) }

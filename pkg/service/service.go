@@ -1,0 +1,114 @@
+// Package service is what the three Sluice services share around their own
+// work: the settings every process has, its logger, metrics and ops
+// listener, and the main function that loads a Config, runs until SIGTERM
+// and exits with a status that tells what happened.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/ops"
+	"github.com/sluicehq/sluice/pkg/telemetry"
+)
+
+// Common are the settings of every service.
+type Common struct {
+	// OpsAddr serves /healthz, /readyz and /metrics.
+	OpsAddr string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// ShutdownTimeout bounds how long in-flight work may take to finish after
+	// SIGTERM; Kubernetes' default grace period is 30 s, so the default
+	// leaves 5 s for the commit and the exit.
+	ShutdownTimeout time.Duration
+}
+
+// Register binds the common settings.
+func (c *Common) Register(l *config.Loader) {
+	l.String(&c.OpsAddr, "ops-addr", ":8081", "listen address of /healthz, /readyz and /metrics")
+	l.String(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 25*time.Second,
+		"how long in-flight work may take to finish after SIGTERM")
+}
+
+// Validate checks the common settings.
+func (c Common) Validate() error {
+	if c.OpsAddr == "" {
+		return errors.New("ops-addr must not be empty")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("shutdown-timeout must be positive, got %v", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// Runtime is what a running service is given: its logger, metrics and ops
+// listener.
+type Runtime struct {
+	Name    string
+	Log     *slog.Logger
+	Metrics *telemetry.Metrics
+	Ops     *ops.Server
+	common  Common
+}
+
+// Start builds the logger (writing to logOut), the metrics and the ops
+// listener. The caller runs Serve and finally Close.
+func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
+	log, err := telemetry.NewLogger(logOut, name, c.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	m, err := telemetry.NewMetrics(name)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := ops.Listen(c.OpsAddr, m.Handler, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, common: c}, nil
+}
+
+// ShutdownContext returns the detached context in-flight work finishes on
+// after ctx (the run context) is cancelled: it keeps ctx's values, drops its
+// cancellation and ends after the shutdown timeout.
+func (r *Runtime) ShutdownContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), r.common.ShutdownTimeout)
+}
+
+// Close flushes metrics.
+func (r *Runtime) Close(ctx context.Context) {
+	if err := r.Metrics.Shutdown(ctx); err != nil {
+		r.Log.Warn("flushing metrics", "err", err)
+	}
+}
+
+// Main is a service's whole main function: load the configuration from
+// os.Args and the environment, run until SIGTERM or SIGINT, exit 0 on a clean
+// stop, 2 on a configuration error, 1 otherwise.
+func Main[C any](name string, load func(args []string, env config.LookupEnv) (C, error), run func(context.Context, C) error) {
+	cfg, err := load(os.Args[1:], os.LookupEnv)
+	if errors.Is(err, config.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sluice-%s: configuration: %v\n", name, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice-%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}

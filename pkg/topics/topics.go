@@ -1,0 +1,140 @@
+// Package topics names Sluice's Kafka topics and says how each is created
+// (DESIGN §3). Services and the dev stack take topic names from here only.
+package topics
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/kafkax"
+)
+
+// DefaultPrefix starts every topic name unless configured otherwise.
+const DefaultPrefix = "sluice."
+
+// RetryTiers are the delays of the default retry schedule after the immediate
+// first retry (DESIGN §6): one topic per distinct delay. The 10 h tier serves
+// both 10 h steps.
+var RetryTiers = []time.Duration{
+	5 * time.Second, 5 * time.Minute, 30 * time.Minute,
+	2 * time.Hour, 5 * time.Hour, 10 * time.Hour,
+}
+
+// Names are the topic names under one prefix.
+type Names struct {
+	Events         string
+	EventsRejected string
+	Config         string
+	Deliveries     string
+	Dead           string
+	Attempts       string
+	EventLog       string
+	// Retry holds one topic per entry of RetryTiers, in the same order.
+	Retry []string
+}
+
+// NewNames derives every topic name from prefix ("sluice." by default).
+func NewNames(prefix string) Names {
+	n := Names{
+		Events:         prefix + "events",
+		EventsRejected: prefix + "events.rejected",
+		Config:         prefix + "config",
+		Deliveries:     prefix + "deliveries",
+		Dead:           prefix + "dead",
+		Attempts:       prefix + "attempts",
+		EventLog:       prefix + "eventlog",
+	}
+	for _, d := range RetryTiers {
+		n.Retry = append(n.Retry, prefix+"retry."+TierName(d))
+	}
+	return n
+}
+
+// All lists every topic name.
+func (n Names) All() []string {
+	return append([]string{n.Events, n.EventsRejected, n.Config, n.Deliveries, n.Dead, n.Attempts, n.EventLog}, n.Retry...)
+}
+
+// TierName is a delay written the short way: 5s, 5m, 2h.
+func TierName(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + "h"
+	case d%time.Minute == 0:
+		return strconv.FormatInt(int64(d/time.Minute), 10) + "m"
+	default:
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+}
+
+// Partitions are the partition counts of the topics that scale. The config
+// topic always has one partition: its volume is tiny and one partition gives
+// every reader the writes in one order.
+type Partitions struct {
+	Events     int32
+	Deliveries int32
+	Retry      int32
+	Dead       int32
+	Attempts   int32
+	EventLog   int32
+}
+
+// DefaultPartitions suit one to a few dozen sender replicas. Deliveries and
+// retry tiers bound the sender's parallelism across replicas, so they get the
+// most; the rest are read by one or two consumers each.
+func DefaultPartitions() Partitions {
+	return Partitions{Events: 12, Deliveries: 24, Retry: 24, Dead: 6, Attempts: 12, EventLog: 12}
+}
+
+// Validate rejects counts below one.
+func (p Partitions) Validate() error {
+	for name, v := range map[string]int32{
+		"events": p.Events, "deliveries": p.Deliveries, "retry": p.Retry,
+		"dead": p.Dead, "attempts": p.Attempts, "eventlog": p.EventLog,
+	} {
+		if v < 1 {
+			return fmt.Errorf("topics: %s partitions must be at least 1, got %d", name, v)
+		}
+	}
+	return nil
+}
+
+const (
+	day = 24 * time.Hour
+	// The dedup window defaults to 24 h and the router must be able to
+	// re-read an event within it, so events are kept a week.
+	eventsRetention = 7 * day
+	// Parked deliveries wait for an operator's recover; a month gives time.
+	deadRetention = 30 * day
+	// Deliveries and retries are consumed within seconds to hours; a week
+	// covers a long sender outage. The longest retry delay is 10 h.
+	deliveryRetention = 7 * day
+	// The logwriter drains these in seconds; three days survive a long
+	// ClickHouse outage.
+	logRetention = 3 * day
+)
+
+func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
+
+// Specs returns how every topic is created, with replication factor rf.
+func Specs(n Names, p Partitions, rf int16) []kafkax.TopicSpec {
+	del := func(name string, parts int32, retention time.Duration) kafkax.TopicSpec {
+		return kafkax.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: rf,
+			Configs: map[string]string{"cleanup.policy": "delete", "retention.ms": ms(retention)}}
+	}
+	specs := []kafkax.TopicSpec{
+		del(n.Events, p.Events, eventsRetention),
+		del(n.EventsRejected, p.Events, eventsRetention),
+		{Name: n.Config, Partitions: 1, ReplicationFactor: rf,
+			Configs: map[string]string{"cleanup.policy": "compact"}},
+		del(n.Deliveries, p.Deliveries, deliveryRetention),
+		del(n.Dead, p.Dead, deadRetention),
+		del(n.Attempts, p.Attempts, logRetention),
+		del(n.EventLog, p.EventLog, logRetention),
+	}
+	for _, r := range n.Retry {
+		specs = append(specs, del(r, p.Retry, deliveryRetention))
+	}
+	return specs
+}
