@@ -199,3 +199,6 @@ func (s *Store) waitSeen(ctx context.Context, partition int32, offset int64) err
 		}
 	}
 }
+
+// Ping checks that a broker answers; for readiness checks.
+func (s *Store) Ping(ctx context.Context) error { return kafkax.Ping(ctx, s.cl) }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/ops"
 	"github.com/sluicehq/sluice/pkg/telemetry"
@@ -79,11 +81,40 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	return &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, common: c}, nil
 }
 
-// ShutdownContext returns the detached context in-flight work finishes on
-// after ctx (the run context) is cancelled: it keeps ctx's values, drops its
-// cancellation and ends after the shutdown timeout.
+// ShutdownContext returns the context in-flight work runs on: it keeps
+// ctx's values but not its cancellation, and ends ShutdownTimeout after ctx
+// ends (at once if ctx is already over that long). Work started before a
+// SIGTERM thus gets the whole grace period to finish, and no more.
 func (r *Runtime) ShutdownContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), r.common.ShutdownTimeout)
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(r.common.ShutdownTimeout, cancel)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	return work, func() { stop(); cancel() }
+}
+
+// Run serves the ops listener and runs the workers until ctx ends or one
+// fails. When ctx ends, /readyz reports draining at once while the workers
+// finish their in-flight work; the ops listener stops only after the last
+// worker returned, so probes keep answering during the drain.
+func (r *Runtime) Run(ctx context.Context, workers ...func(context.Context) error) error {
+	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- r.Ops.Serve(opsCtx) }()
+	stopDrain := context.AfterFunc(ctx, r.Ops.Drain)
+	defer stopDrain()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, w := range workers {
+		g.Go(func() error { return w(gctx) })
+	}
+	err := g.Wait()
+	stopOps()
+	if opsErr := <-opsDone; err == nil {
+		err = opsErr
+	}
+	return err
 }
 
 // Close flushes metrics.

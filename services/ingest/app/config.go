@@ -1,0 +1,70 @@
+// Package app is the ingest service: Sluice's public HTTP API (events,
+// endpoints, tenants, logs) and, in later stages, the router that fans
+// events out to deliveries (DESIGN §2, §5).
+package app
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/pkg/topics"
+)
+
+// Name is the service name in logs and metrics.
+const Name = "ingest"
+
+// Config is everything the ingest service can be told.
+type Config struct {
+	service.Common
+	Kafka       kafkax.Config
+	TopicPrefix string
+	// APIAddr is where the public API listens.
+	APIAddr string
+	// MaxBodyBytes bounds a request body; larger requests are refused
+	// before they are read whole.
+	MaxBodyBytes int
+	// ReadTimeout bounds reading one request, so slow clients cannot hold
+	// connections open.
+	ReadTimeout time.Duration
+}
+
+// LoadConfig reads flags and SLUICE_* variables and validates the result.
+func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
+	var c Config
+	l := config.NewLoader("sluice-"+Name, env)
+	c.Common.Register(l)
+	c.Kafka.Register(l, Name)
+	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
+	l.String(&c.APIAddr, "api-addr", ":8080", "listen address of the public HTTP API")
+	// A batch of 500 events of 256 KiB each is the largest valid request
+	// the events API will take; 4 MiB is the default cap above one event.
+	l.Int(&c.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body the API reads, in bytes")
+	l.Duration(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long reading one request may take")
+	if err := l.Parse(args); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			l.Usage(os.Stdout)
+		}
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate(), c.Kafka.Validate()}
+	if c.APIAddr == "" {
+		errs = append(errs, errors.New("api-addr must not be empty"))
+	}
+	if c.MaxBodyBytes < 1<<10 || c.MaxBodyBytes > 256<<20 {
+		errs = append(errs, fmt.Errorf("max-body-bytes must be between 1024 and 268435456, got %d", c.MaxBodyBytes))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("read-timeout must be positive, got %v", c.ReadTimeout))
+	}
+	return errors.Join(errs...)
+}

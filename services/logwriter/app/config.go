@@ -1,0 +1,72 @@
+// Package app is the logwriter: it streams sluice.attempts and
+// sluice.eventlog into the ClickHouse tables attempts and events in batches,
+// committing Kafka offsets only after ClickHouse acknowledged (DESIGN §7).
+package app
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/clickhousex"
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/pkg/topics"
+)
+
+// Name is the service name in logs and metrics.
+const Name = "logwriter"
+
+// Config is everything the logwriter can be told.
+type Config struct {
+	service.Common
+	Kafka       kafkax.Config
+	ClickHouse  clickhousex.Config
+	TopicPrefix string
+	// Group is the consumer group; replicas share the partitions.
+	Group string
+	// BatchRows and BatchWait bound a batch: it is inserted when it holds
+	// BatchRows rows or its first row is BatchWait old. ClickHouse prefers
+	// few large inserts (each insert makes a part to merge); 10,000 rows or
+	// 1 s keeps parts large at high rates and the log fresh at low ones.
+	BatchRows int
+	BatchWait time.Duration
+}
+
+// LoadConfig reads flags and SLUICE_* variables and validates the result.
+func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
+	var c Config
+	l := config.NewLoader("sluice-"+Name, env)
+	c.Common.Register(l)
+	c.Kafka.Register(l, Name)
+	c.ClickHouse.Register(l)
+	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
+	l.String(&c.Group, "group", "sluice-logwriter", "Kafka consumer group of the logwriters")
+	l.Int(&c.BatchRows, "batch-rows", 10000, "rows per ClickHouse insert at most")
+	l.Duration(&c.BatchWait, "batch-wait", time.Second, "how long the first row of a batch may wait for the insert")
+	if err := l.Parse(args); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			l.Usage(os.Stdout)
+		}
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every setting.
+func (c Config) Validate() error {
+	errs := []error{c.Common.Validate(), c.Kafka.Validate(), c.ClickHouse.Validate()}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group must not be empty"))
+	}
+	// 1,000,000 rows of ~1 KiB is the most a batch may hold in memory.
+	if c.BatchRows < 1 || c.BatchRows > 1_000_000 {
+		errs = append(errs, fmt.Errorf("batch-rows must be between 1 and 1000000, got %d", c.BatchRows))
+	}
+	if c.BatchWait < time.Millisecond || c.BatchWait > time.Minute {
+		errs = append(errs, fmt.Errorf("batch-wait must be between 1ms and 1m, got %v", c.BatchWait))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,63 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/sluicehq/sluice/pkg/clickhousex"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/pkg/topics"
+	"github.com/sluicehq/sluice/services/logwriter/schema"
+)
+
+// Run runs the logwriter until ctx is cancelled, then inserts what it holds,
+// commits and returns.
+func Run(ctx context.Context, cfg Config) error {
+	rt, err := service.Start(Name, cfg.Common, os.Stdout)
+	if err != nil {
+		return err
+	}
+	defer rt.Close(context.WithoutCancel(ctx))
+	names := topics.NewNames(cfg.TopicPrefix)
+
+	conn, err := clickhousex.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	applied, err := schema.Migrate(ctx, conn, cfg.ClickHouse.Database)
+	if err != nil {
+		return fmt.Errorf("migrating the ClickHouse schema: %w", err)
+	}
+	rt.Log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied)
+
+	adm, err := kafkax.NewAdmin(cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	if err := kafkax.CheckTopics(ctx, adm, names.Attempts, names.EventLog); err != nil {
+		return fmt.Errorf("%w (create them with sluice-topics)", err)
+	}
+	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	w, err := newWriter(conn, cfg.ClickHouse.Database, cl, rt.Log, rt.Metrics.Meter("sluice/logwriter"),
+		names.Attempts, names.EventLog, cfg.BatchRows, cfg.BatchWait)
+	if err != nil {
+		return err
+	}
+	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, cl) })
+	rt.Ops.AddCheck("clickhouse", conn.Ping)
+
+	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group)
+	err = rt.Run(ctx, func(ctx context.Context) error {
+		return w.run(ctx, func() (context.Context, context.CancelFunc) { return rt.ShutdownContext(ctx) })
+	})
+	rt.Log.Info("stopped", "err", err)
+	return err
+}
