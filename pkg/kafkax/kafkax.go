@@ -7,7 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
@@ -32,8 +33,12 @@ func (c Config) Validate() error {
 		return ErrNoBrokers
 	}
 	for _, b := range c.Brokers {
-		if !strings.Contains(b, ":") {
+		host, port, err := net.SplitHostPort(b)
+		if err != nil || host == "" {
 			return fmt.Errorf("kafka: broker %q is not host:port", b)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("kafka: broker %q has no valid port", b)
 		}
 	}
 	return nil

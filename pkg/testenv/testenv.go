@@ -171,6 +171,9 @@ func release() {
 
 func requireStack(t testing.TB) settings {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs the real Kafka and ClickHouse; skipped by -short")
+	}
 	stackOnce.Do(func() { stackErr = ensureStack() })
 	if stackErr != nil {
 		t.Fatalf("the real Kafka and ClickHouse are needed and could not be started: %v", stackErr)
