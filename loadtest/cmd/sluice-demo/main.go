@@ -1,0 +1,188 @@
+// Command sluice-demo is what `make run` shows: it starts a webhook receiver
+// that prints what it is sent, registers an endpoint pointing at it, sends
+// sample events, waits for their webhooks and their attempt rows in
+// ClickHouse, prints both, and keeps receiving until interrupted.
+//
+// Until the events API exists, the demo writes its deliveries straight to
+// the deliveries topic, where the router will write them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/loadtest/receiver"
+	"github.com/sluicehq/sluice/pkg/clickhousex"
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/topics"
+)
+
+type settings struct {
+	kafka        kafkax.Config
+	clickhouse   clickhousex.Config
+	topicPrefix  string
+	receiverAddr string
+	events       int
+	wait         time.Duration
+}
+
+func main() {
+	var s settings
+	l := config.NewLoader("sluice-demo", os.LookupEnv)
+	s.kafka.Register(l, "demo")
+	s.clickhouse.Register(l)
+	l.String(&s.topicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
+	l.String(&s.receiverAddr, "receiver-addr", "127.0.0.1:9900", "where the demo receiver listens")
+	l.Int(&s.events, "events", 3, "sample events to send")
+	l.Duration(&s.wait, "wait", time.Minute, "how long to wait for the webhooks and their log rows")
+	if err := l.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			l.Usage(os.Stdout)
+			return
+		}
+		fmt.Fprintln(os.Stderr, "sluice-demo:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, s); err != nil && ctx.Err() == nil {
+		fmt.Fprintln(os.Stderr, "sluice-demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s settings) error {
+	names := topics.NewNames(s.topicPrefix)
+	recv, err := receiver.Start(s.receiverAddr, receiver.OnDelivery(func(d receiver.Delivery) {
+		fmt.Printf("\n→ webhook received by endpoint %q\n  webhook-id: %s\n  webhook-timestamp: %s\n  body: %s\n",
+			d.Endpoint, d.WebhookID, d.Timestamp, d.Body)
+	}))
+	if err != nil {
+		return err
+	}
+	defer recv.Close()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, err := configstore.Open(ctx, s.kafka, names.Config, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	go func() { _ = store.Run(ctx) }()
+	ep := &sluicev1.Endpoint{
+		Id: "ep_demo", TenantId: "ten_demo", Url: recv.URL("demo"), Description: "make run's demo receiver",
+		Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED,
+	}
+	if err := store.Put(ctx, ep.Id, &sluicev1.ConfigRecord{Object: &sluicev1.ConfigRecord_Endpoint{Endpoint: ep}}); err != nil {
+		return err
+	}
+	fmt.Printf("endpoint %s → %s registered\n", ep.Id, ep.Url)
+
+	producer, err := kafkax.NewProducer(s.kafka)
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	var eventIDs []string
+	for i := range s.events {
+		d := &sluicev1.Delivery{
+			SchemaVersion: sluicev1.SchemaVersion, DeliveryId: ids.New(ids.Delivery),
+			TenantId: ep.TenantId, EndpointId: ep.Id, EventId: ids.New(ids.Event), EventType: "order.created",
+			EventReceivedAtMs: time.Now().UnixMilli(),
+			Data:              fmt.Appendf(nil, `{"order_id":"ord_%d","amount":%d,"currency":"EUR"}`, 1000+i, 1999+i*100),
+			Origin:            sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
+		}
+		b, err := proto.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if err := producer.ProduceSync(ctx, &kgo.Record{Topic: names.Deliveries, Key: []byte(ep.Id), Value: b}).FirstErr(); err != nil {
+			return fmt.Errorf("sending sample event: %w", err)
+		}
+		eventIDs = append(eventIDs, d.EventId)
+		fmt.Printf("sent event %s (order.created)\n", d.EventId)
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, s.wait)
+	defer cancel()
+	for len(recv.Tally("demo", eventIDs).Missing) > 0 {
+		if err := sleep(wctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("the webhooks did not arrive within %v: is the sender running?", s.wait)
+		}
+	}
+	if err := printAttempts(wctx, s.clickhouse, eventIDs); err != nil {
+		return err
+	}
+	fmt.Println("\nThe demo receiver keeps listening; press Ctrl-C to stop everything.")
+	<-ctx.Done()
+	return nil
+}
+
+func printAttempts(ctx context.Context, cfg clickhousex.Config, eventIDs []string) error {
+	conn, err := clickhousex.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	q := "SELECT event_id, attempt_number, outcome, status_code, latency_us, started_at FROM " + cfg.Database +
+		".attempts FINAL WHERE tenant_id = 'ten_demo' AND has(?, event_id) ORDER BY started_at_us"
+	var lastErr error
+	for {
+		rows, err := conn.Query(ctx, q, eventIDs)
+		lastErr = err
+		if err == nil {
+			type row struct {
+				event, outcome string
+				n              uint32
+				status         uint16
+				latency        int64
+				at             time.Time
+			}
+			var got []row
+			for rows.Next() {
+				var r row
+				if err := rows.Scan(&r.event, &r.n, &r.outcome, &r.status, &r.latency, &r.at); err != nil {
+					rows.Close()
+					return err
+				}
+				got = append(got, r)
+			}
+			rows.Close()
+			if len(got) >= len(eventIDs) {
+				fmt.Printf("\nattempt rows in ClickHouse (%s.attempts):\n", cfg.Database)
+				fmt.Printf("  %-30s %-7s %-8s %-6s %-10s %s\n", "event_id", "attempt", "outcome", "status", "latency", "started_at")
+				for _, r := range got {
+					fmt.Printf("  %-30s %-7d %-8s %-6d %-10s %s\n", r.event, r.n, r.outcome, r.status,
+						time.Duration(r.latency)*time.Microsecond, r.at.Format(time.RFC3339))
+				}
+				return nil
+			}
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return fmt.Errorf("the attempt rows did not reach ClickHouse in time: is the logwriter running? (last query error: %v)", lastErr)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
