@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/ops"
 	"github.com/sluicehq/sluice/pkg/telemetry"
 )
@@ -142,4 +143,46 @@ func Main[C any](name string, load func(args []string, env config.LookupEnv) (C,
 		fmt.Fprintf(os.Stderr, "sluice-%s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+// Validator is a service Config.
+type Validator interface{ Validate() error }
+
+// Load binds a service's settings with register, applies the environment and
+// args, and validates the result. On -h it prints every setting to stdout
+// and returns config.ErrHelp.
+func Load[C Validator](name string, args []string, env config.LookupEnv, register func(*C, *config.Loader)) (C, error) {
+	var c C
+	l := config.NewLoader("sluice-"+name, env)
+	register(&c, l)
+	if err := l.Parse(args); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			l.Usage(os.Stdout)
+		}
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Knobs lists the settings register binds, for documentation and its tests.
+func Knobs[C any](register func(*C, *config.Loader)) []config.Knob {
+	var c C
+	l := config.NewLoader("knobs", func(string) (string, bool) { return "", false })
+	register(&c, l)
+	return l.Knobs()
+}
+
+// RequireTopics fails, naming them, if any of the topics does not exist:
+// services never create topics (sluice-topics does), so a missing one is a
+// deployment error to report at start, not a hang.
+func RequireTopics(ctx context.Context, kcfg kafkax.Config, names ...string) error {
+	adm, err := kafkax.NewAdmin(kcfg)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	if err := kafkax.CheckTopics(ctx, adm, names...); err != nil {
+		return fmt.Errorf("%w (create them with sluice-topics)", err)
+	}
+	return nil
 }

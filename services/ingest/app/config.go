@@ -6,7 +6,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
@@ -35,8 +34,13 @@ type Config struct {
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
 func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
-	var c Config
-	l := config.NewLoader("sluice-"+Name, env)
+	return service.Load(Name, args, env, register)
+}
+
+// Knobs lists every setting, for documentation.
+func Knobs() []config.Knob { return service.Knobs(register) }
+
+func register(c *Config, l *config.Loader) {
 	c.Common.Register(l)
 	c.Kafka.Register(l, Name)
 	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
@@ -45,13 +49,6 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 	// the events API will take; 4 MiB is the default cap above one event.
 	l.Int(&c.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body the API reads, in bytes")
 	l.Duration(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long reading one request may take")
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
-		return c, err
-	}
-	return c, c.Validate()
 }
 
 // Validate checks every setting.

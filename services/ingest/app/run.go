@@ -10,7 +10,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
-	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/ingest/api"
@@ -26,13 +25,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := topics.NewNames(cfg.TopicPrefix)
 
-	adm, err := kafkax.NewAdmin(cfg.Kafka)
-	if err != nil {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config); err != nil {
 		return err
-	}
-	defer adm.Close()
-	if err := kafkax.CheckTopics(ctx, adm, names.Events, names.Config); err != nil {
-		return fmt.Errorf("%w (create them with sluice-topics)", err)
 	}
 	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
 	if err != nil {

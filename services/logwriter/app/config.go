@@ -6,7 +6,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
@@ -37,8 +36,13 @@ type Config struct {
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
 func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
-	var c Config
-	l := config.NewLoader("sluice-"+Name, env)
+	return service.Load(Name, args, env, register)
+}
+
+// Knobs lists every setting, for documentation.
+func Knobs() []config.Knob { return service.Knobs(register) }
+
+func register(c *Config, l *config.Loader) {
 	c.Common.Register(l)
 	c.Kafka.Register(l, Name)
 	c.ClickHouse.Register(l)
@@ -46,13 +50,6 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 	l.String(&c.Group, "group", "sluice-logwriter", "Kafka consumer group of the logwriters")
 	l.Int(&c.BatchRows, "batch-rows", 10000, "rows per ClickHouse insert at most")
 	l.Duration(&c.BatchWait, "batch-wait", time.Second, "how long the first row of a batch may wait for the insert")
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
-		return c, err
-	}
-	return c, c.Validate()
 }
 
 // Validate checks every setting.

@@ -33,13 +33,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	rt.Log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied)
 
-	adm, err := kafkax.NewAdmin(cfg.Kafka)
-	if err != nil {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Attempts, names.EventLog); err != nil {
 		return err
-	}
-	defer adm.Close()
-	if err := kafkax.CheckTopics(ctx, adm, names.Attempts, names.EventLog); err != nil {
-		return fmt.Errorf("%w (create them with sluice-topics)", err)
 	}
 	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog})
 	if err != nil {

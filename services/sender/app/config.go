@@ -6,7 +6,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
@@ -38,8 +37,13 @@ type Config struct {
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
 func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
-	var c Config
-	l := config.NewLoader("sluice-"+Name, env)
+	return service.Load(Name, args, env, register)
+}
+
+// Knobs lists every setting, for documentation.
+func Knobs() []config.Knob { return service.Knobs(register) }
+
+func register(c *Config, l *config.Loader) {
 	c.Common.Register(l)
 	c.Kafka.Register(l, Name)
 	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
@@ -49,13 +53,6 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 	l.Int(&c.MaxInFlight, "max-in-flight", 256, "concurrent webhook requests of this process at most")
 	l.Int(&c.ResponseExcerpt, "response-excerpt-bytes", 4096, "bytes of each response body kept for the log")
 	l.String(&c.UserAgent, "user-agent", "Sluice-Webhooks/1", "User-Agent header of every webhook")
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
-		return c, err
-	}
-	return c, c.Validate()
 }
 
 // Validate checks every setting.

@@ -26,13 +26,8 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := topics.NewNames(cfg.TopicPrefix)
 
-	adm, err := kafkax.NewAdmin(cfg.Kafka)
-	if err != nil {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Deliveries, names.Attempts, names.Config); err != nil {
 		return err
-	}
-	defer adm.Close()
-	if err := kafkax.CheckTopics(ctx, adm, names.Deliveries, names.Attempts, names.Config); err != nil {
-		return fmt.Errorf("%w (create them with sluice-topics)", err)
 	}
 	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
 	if err != nil {
