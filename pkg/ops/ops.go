@@ -69,6 +69,10 @@ func (s *Server) AddCheck(name string, c Check) {
 // while the process finishes what it has.
 func (s *Server) Drain() { s.draining.Store(true) }
 
+// Close releases the listener of a server that was never served (a service
+// that failed during start-up). After Serve it is a no-op.
+func (s *Server) Close() { _ = s.ln.Close() }
+
 // Serve serves until ctx is done, then shuts the listener down.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)

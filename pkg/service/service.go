@@ -118,8 +118,10 @@ func (r *Runtime) Run(ctx context.Context, workers ...func(context.Context) erro
 	return err
 }
 
-// Close flushes metrics.
+// Close releases the ops listener, whether or not Run served it, and
+// flushes metrics.
 func (r *Runtime) Close(ctx context.Context) {
+	r.Ops.Close()
 	if err := r.Metrics.Shutdown(ctx); err != nil {
 		r.Log.Warn("flushing metrics", "err", err)
 	}

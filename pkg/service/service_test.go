@@ -80,3 +80,19 @@ func TestCommonValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestCloseReleasesTheOpsPortOfAServiceThatNeverRan(t *testing.T) {
+	rt, err := service.Start("test", service.Common{OpsAddr: "127.0.0.1:0", LogLevel: "info",
+		ShutdownTimeout: time.Second}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := rt.Ops.Addr()
+	rt.Close(context.Background())
+	again, err := service.Start("test", service.Common{OpsAddr: addr, LogLevel: "info",
+		ShutdownTimeout: time.Second}, io.Discard)
+	if err != nil {
+		t.Fatalf("the ops port %s is still taken after Close: %v", addr, err)
+	}
+	again.Close(context.Background())
+}

@@ -5,6 +5,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 
 	"github.com/valyala/fasthttp"
 )
@@ -28,6 +29,26 @@ func WriteProblem(ctx *fasthttp.RequestCtx, status int, kind, detail string) {
 	ctx.Response.Header.SetContentType("application/problem+json")
 	ctx.SetStatusCode(status)
 	ctx.SetBody(b)
+}
+
+// ErrorHandler answers requests fasthttp could not read: a body over the
+// size limit is 413, a request that took too long to arrive 408, anything
+// else unparseable 400, each as a problem document.
+func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		WriteProblem(ctx, fasthttp.StatusRequestEntityTooLarge, "payload-too-large",
+			"the request body is larger than the server accepts")
+	case isTimeout(err):
+		WriteProblem(ctx, fasthttp.StatusRequestTimeout, "request-timeout", "the request did not arrive in time")
+	default:
+		WriteProblem(ctx, fasthttp.StatusBadRequest, "malformed-request", "the request could not be parsed: "+err.Error())
+	}
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
 }
 
 // Handler routes API requests. It knows no routes yet: every request gets a

@@ -40,6 +40,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	srv := &fasthttp.Server{
 		Handler:            api.Handler(),
+		ErrorHandler:       api.ErrorHandler,
 		Name:               "sluice",
 		MaxRequestBodySize: cfg.MaxBodyBytes,
 		ReadTimeout:        cfg.ReadTimeout,

@@ -38,7 +38,12 @@ type deliverer struct {
 	latency       metric.Float64Histogram
 }
 
-func newHTTPClient(maxInFlight int, timeout time.Duration) *fasthttp.Client {
+// newHTTPClient sets no ReadTimeout or WriteTimeout: fasthttp applies the
+// shorter of those and the request's own timeout, so a client-wide one would
+// cut short every endpoint whose timeout is longer than the default. Every
+// attempt goes through DoTimeout with a positive timeout, which bounds the
+// write, the read and the streamed body.
+func newHTTPClient(maxInFlight int) *fasthttp.Client {
 	return &fasthttp.Client{
 		// Connections per host never exceed the requests the process can
 		// have in flight at once; more could never be used.
@@ -47,8 +52,6 @@ func newHTTPClient(maxInFlight int, timeout time.Duration) *fasthttp.Client {
 		// keep-alive connections after 60 s or more, and reusing one they
 		// are closing fails the request.
 		MaxIdleConnDuration: 30 * time.Second,
-		ReadTimeout:         timeout,
-		WriteTimeout:        timeout,
 		// The body is read only up to the excerpt limit; a receiver sending
 		// megabytes must not cost us megabytes.
 		StreamResponseBody:            true,

@@ -47,7 +47,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	m := rt.Metrics.Meter("sluice/sender")
 	d := &deliverer{
-		http: newHTTPClient(cfg.MaxInFlight, cfg.RequestTimeout), endpoints: store,
+		http: newHTTPClient(cfg.MaxInFlight), endpoints: store,
 		producer: producer, attemptsTopic: names.Attempts, timeout: cfg.RequestTimeout,
 		excerpt: cfg.ResponseExcerpt, userAgent: cfg.UserAgent, log: rt.Log,
 	}

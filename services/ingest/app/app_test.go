@@ -1,0 +1,237 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/services/ingest/api"
+	"github.com/sluicehq/sluice/services/ingest/app"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func lookup(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func TestLoadConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		env  map[string]string
+		want string // substring of the error; "" means valid
+	}{
+		{desc: "defaults are valid", env: map[string]string{}},
+		{desc: "smallest body limit", env: map[string]string{"SLUICE_MAX_BODY_BYTES": "1024"}},
+		{desc: "largest body limit", env: map[string]string{"SLUICE_MAX_BODY_BYTES": "268435456"}},
+		{desc: "body limit of 10 bytes", env: map[string]string{"SLUICE_MAX_BODY_BYTES": "10"},
+			want: "max-body-bytes must be between 1024 and 268435456, got 10"},
+		{desc: "body limit above 256 MiB", env: map[string]string{"SLUICE_MAX_BODY_BYTES": "268435457"},
+			want: "max-body-bytes"},
+		{desc: "body limit not a number", env: map[string]string{"SLUICE_MAX_BODY_BYTES": "4MB"},
+			want: "SLUICE_MAX_BODY_BYTES"},
+		{desc: "zero read timeout", env: map[string]string{"SLUICE_READ_TIMEOUT": "0"},
+			want: "read-timeout must be positive, got 0s"},
+		{desc: "negative read timeout", env: map[string]string{"SLUICE_READ_TIMEOUT": "-1s"},
+			want: "read-timeout"},
+		{desc: "empty API address", env: map[string]string{"SLUICE_API_ADDR": ""}, want: "api-addr"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := app.LoadConfig(nil, lookup(tc.env))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("LoadConfig = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("LoadConfig = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// freeAddr is a 127.0.0.1 address nothing listens on right now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitStatus polls url until it answers want or the deadline passes.
+func waitStatus(t testing.TB, c *http.Client, url string, want int, deadline time.Time) {
+	t.Helper()
+	var last string
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GET %s never answered %d (last: %s)", url, want, last)
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	k := testenv.NewKafka(t)
+	apiAddr, opsAddr := freeAddr(t), freeAddr(t)
+	const maxBody = 1024
+	cfg, err := app.LoadConfig(nil, lookup(map[string]string{
+		"SLUICE_KAFKA_BROKERS":    strings.Join(k.Config.Brokers, ","),
+		"SLUICE_TOPIC_PREFIX":     k.Prefix,
+		"SLUICE_API_ADDR":         apiAddr,
+		"SLUICE_OPS_ADDR":         opsAddr,
+		"SLUICE_MAX_BODY_BYTES":   "1024",
+		"SLUICE_LOG_LEVEL":        "warn",
+		"SLUICE_SHUTDOWN_TIMEOUT": "5s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+
+	waitStatus(t, c, "http://"+opsAddr+"/healthz", http.StatusOK, deadline)
+	waitStatus(t, c, "http://"+opsAddr+"/readyz", http.StatusOK, deadline)
+
+	apiURL := "http://" + apiAddr
+	for _, tc := range []struct {
+		desc, method, path string
+		body               []byte
+		wantDetail         string
+	}{
+		{desc: "GET of an unknown path", method: "GET", path: "/v1/events",
+			wantDetail: "no route for GET /v1/events"},
+		{desc: "POST with a query", method: "POST", path: "/v1/endpoints/ep_1?dry=1", body: []byte(`{"url":"x"}`),
+			wantDetail: "no route for POST /v1/endpoints/ep_1"},
+		{desc: "DELETE of the root", method: "DELETE", path: "/", wantDetail: "no route for DELETE /"},
+		{desc: "a body of exactly max-body-bytes is read", method: "PUT", path: "/v1/big",
+			body: bytes.Repeat([]byte("a"), maxBody), wantDetail: "no route for PUT /v1/big"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, apiURL+tc.path, bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("status %d, want 404", resp.StatusCode)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Fatalf("content type %q, want application/problem+json", ct)
+			}
+			var p api.Problem
+			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+				t.Fatalf("decoding the problem: %v", err)
+			}
+			if p.Status != 404 || p.Type != api.ProblemBase+"not-found" || p.Detail != tc.wantDetail {
+				t.Fatalf("problem %+v, want status 404, type not-found, detail %q", p, tc.wantDetail)
+			}
+		})
+	}
+
+	t.Run("a body over max-body-bytes is refused", func(t *testing.T) {
+		req, err := http.NewRequest("POST", apiURL+"/v1/events", bytes.NewReader(bytes.Repeat([]byte("a"), maxBody+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("oversized body: %v", err)
+		}
+		var p api.Problem
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge ||
+			resp.Header.Get("Content-Type") != "application/problem+json" ||
+			p.Type != api.ProblemBase+"payload-too-large" || p.Status != 413 {
+			t.Fatalf("oversized body answered %s %q %+v (%v), want a 413 payload-too-large problem",
+				resp.Status, resp.Header.Get("Content-Type"), p, err)
+		}
+		// The server is still up.
+		resp, err = c.Get(apiURL + "/v1/after")
+		if err != nil {
+			t.Fatalf("the API stopped answering after an oversized body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("status %d after an oversized body, want 404", resp.StatusCode)
+		}
+	})
+
+	stopped = true
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after cancel, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return within 15 s of cancel")
+	}
+	c.CloseIdleConnections()
+	for _, addr := range []string{apiAddr, opsAddr} {
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			conn.Close()
+			t.Errorf("%s still accepts connections after Run returned", addr)
+		}
+	}
+}
+
+func TestRunNamesMissingTopics(t *testing.T) {
+	k := testenv.NewKafka(t)
+	prefix := k.Prefix + "absent."
+	cfg, err := app.LoadConfig(nil, lookup(map[string]string{
+		"SLUICE_KAFKA_BROKERS": strings.Join(k.Config.Brokers, ","),
+		"SLUICE_TOPIC_PREFIX":  prefix,
+		"SLUICE_API_ADDR":      "127.0.0.1:0",
+		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
+		"SLUICE_LOG_LEVEL":     "warn",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = app.Run(ctx, cfg)
+	if !errors.Is(err, kafkax.ErrTopicsMissing) {
+		t.Fatalf("Run = %v, want ErrTopicsMissing", err)
+	}
+	for _, topic := range []string{prefix + "events", prefix + "config"} {
+		if !strings.Contains(err.Error(), topic) {
+			t.Errorf("error %q does not name the missing topic %s", err, topic)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Run returned only when its context ran out")
+	}
+}

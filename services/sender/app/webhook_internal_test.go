@@ -1,0 +1,525 @@
+package app
+
+// Internal tests: appendBody and deliverer.attempt are the unexported hot path
+// of every webhook, tested directly here. The sender's exported behaviour
+// (LoadConfig, Run against the real broker) is tested in app_test.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/metric/noop"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+)
+
+// webhookBody is the body a receiver decodes; Data stays raw so a test can
+// compare it byte for byte with what the delivery carried.
+type webhookBody struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Timestamp string          `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// decodeBody decodes b strictly: exactly the four fields, nothing after.
+func decodeBody(t testing.TB, b []byte) webhookBody {
+	t.Helper()
+	if !json.Valid(b) {
+		t.Fatalf("body is not valid JSON: %q", b)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatalf("body %q: %v", b, err)
+	}
+	if len(fields) != 4 {
+		t.Fatalf("body has fields %v, want id, type, timestamp and data", keys(fields))
+	}
+	var w webhookBody
+	if err := json.Unmarshal(b, &w); err != nil {
+		t.Fatalf("body %q: %v", b, err)
+	}
+	return w
+}
+
+func keys(m map[string]json.RawMessage) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// timestampFormat is RFC 3339 in UTC with exactly three fractional digits.
+var timestampFormat = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$`)
+
+func TestAppendBody(t *testing.T) {
+	// 2024-02-29 23:59:59.007 at UTC+5: the body must say UTC, keep the
+	// 7 ms as ".007" and not round to the second.
+	received := time.Date(2024, 2, 29, 23, 59, 59, 7_000_000, time.FixedZone("+05", 5*3600))
+	for _, tc := range []struct {
+		desc     string
+		id, typ  string
+		atMs     int64
+		data     string
+		wantTime string
+		wantData string
+	}{
+		{desc: "plain ids and an object", id: "evt_01JD3K6Z8WQ4V0M5T7E9RXN2BC", typ: "order.created",
+			atMs: received.UnixMilli(), data: `{"order":42,"lines":[{"sku":"a"}]}`,
+			wantTime: "2024-02-29T18:59:59.007Z", wantData: `{"order":42,"lines":[{"sku":"a"}]}`},
+		{desc: "data copied byte for byte, whitespace and escapes included", id: "evt_1", typ: "t",
+			atMs: received.UnixMilli(), data: "{ \"a\" : [1, 2.50],\n \"s\":\"\\u00e9\\n\" }",
+			wantTime: "2024-02-29T18:59:59.007Z", wantData: "{ \"a\" : [1, 2.50],\n \"s\":\"\\u00e9\\n\" }"},
+		{desc: "empty data becomes an empty object", id: "evt_2", typ: "ping",
+			atMs: received.UnixMilli(), data: "", wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "whole second keeps three zero digits", id: "evt_3", typ: "t",
+			atMs: 1_700_000_000_000, data: `{}`, wantTime: "2023-11-14T22:13:20.000Z", wantData: `{}`},
+		{desc: "Unix epoch", id: "evt_4", typ: "t", atMs: 0, data: `{}`,
+			wantTime: "1970-01-01T00:00:00.000Z", wantData: `{}`},
+		{desc: "quotes in id and type", id: `evt_"quoted"`, typ: `a"b`, atMs: received.UnixMilli(),
+			data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "backslashes", id: `evt_\`, typ: `a\\b\u0041`, atMs: received.UnixMilli(),
+			data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "control characters", id: "evt_\x00\x01\t\n\r\x1f\x7f", typ: "type\bwith\fcontrols",
+			atMs: received.UnixMilli(), data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "non-ASCII", id: "évt_日本語_😀", typ: "commande.créée\u2028\u2029",
+			atMs: received.UnixMilli(), data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "HTML-significant characters", id: "evt_<script>&", typ: "</a>",
+			atMs: received.UnixMilli(), data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+		{desc: "empty id and type", id: "", typ: "", atMs: received.UnixMilli(),
+			data: `{}`, wantTime: "2024-02-29T18:59:59.007Z", wantData: `{}`},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			d := &sluicev1.Delivery{EventId: tc.id, EventType: tc.typ, EventReceivedAtMs: tc.atMs, Data: []byte(tc.data)}
+			// appendBody appends: what dst held before is kept.
+			prefix := []byte("prefix:")
+			out := appendBody(append([]byte(nil), prefix...), d)
+			if !strings.HasPrefix(string(out), string(prefix)) {
+				t.Fatalf("appendBody overwrote dst: %q", out)
+			}
+			w := decodeBody(t, out[len(prefix):])
+			if w.ID != tc.id {
+				t.Errorf("id = %q, want %q", w.ID, tc.id)
+			}
+			if w.Type != tc.typ {
+				t.Errorf("type = %q, want %q", w.Type, tc.typ)
+			}
+			if w.Timestamp != tc.wantTime {
+				t.Errorf("timestamp = %q, want %q", w.Timestamp, tc.wantTime)
+			}
+			if !timestampFormat.MatchString(w.Timestamp) {
+				t.Errorf("timestamp %q is not RFC 3339 UTC with milliseconds", w.Timestamp)
+			}
+			if ts, err := time.Parse(time.RFC3339Nano, w.Timestamp); err != nil || ts.UnixMilli() != tc.atMs {
+				t.Errorf("timestamp %q parses to %v (%v), want Unix ms %d", w.Timestamp, ts, err, tc.atMs)
+			}
+			if string(w.Data) != tc.wantData {
+				t.Errorf("data = %s, want %s", w.Data, tc.wantData)
+			}
+		})
+	}
+}
+
+// fuzzData are the data objects FuzzAppendBody chooses from: data is JSON
+// validated at ingest, so only valid objects are ever appended.
+var fuzzData = []string{
+	``,
+	`{}`,
+	`{"a":1}`,
+	`{"nested":{"list":[1,"two",null,true,false,-3.5e10]},"s":"\"\\\u0000"}`,
+	"{\n  \"pretty\": [ 1 ,2 ]\n}",
+	`{"unicode":"日本語😀","esc":"\ud83d\ude00"}`,
+}
+
+func FuzzAppendBody(f *testing.F) {
+	for i, s := range []struct{ id, typ string }{
+		{"evt_01JD3K6Z8WQ4V0M5T7E9RXN2BC", "order.created"},
+		{`"`, `\`},
+		{"\x00\x1f\x7f", "\t\n\r"},
+		{"é日😀", "\u2028\u2029"},
+		{"\xff\xfe", "a\xc3"},                // not UTF-8
+		{"\xed\xa0\x80", "\xf4\x90\x80\x80"}, // a surrogate and a code point past U+10FFFF
+		{"<>&", ""},
+	} {
+		f.Add(s.id, s.typ, uint8(i))
+	}
+	f.Fuzz(func(t *testing.T, id, typ string, which uint8) {
+		data := fuzzData[int(which)%len(fuzzData)]
+		d := &sluicev1.Delivery{EventId: id, EventType: typ, EventReceivedAtMs: 1_700_000_000_123, Data: []byte(data)}
+		out := appendBody(nil, d)
+		w := decodeBody(t, out)
+		// Proto3 decoding already refuses ids that are not UTF-8; should one
+		// get here, encoding/json's rule holds: each invalid byte becomes
+		// U+FFFD. string([]rune(s)) applies the same rule, and is s itself for
+		// valid UTF-8.
+		if want := string([]rune(id)); w.ID != want {
+			t.Errorf("id %q came back as %q, want %q", id, w.ID, want)
+		}
+		if want := string([]rune(typ)); w.Type != want {
+			t.Errorf("type %q came back as %q, want %q", typ, w.Type, want)
+		}
+		wantData := data
+		if wantData == "" {
+			wantData = "{}"
+		}
+		if string(w.Data) != wantData {
+			t.Errorf("data = %s, want %s", w.Data, wantData)
+		}
+		if w.Timestamp != "2023-11-14T22:13:20.123Z" {
+			t.Errorf("timestamp = %q", w.Timestamp)
+		}
+	})
+}
+
+func BenchmarkAppendBody(b *testing.B) {
+	d := &sluicev1.Delivery{
+		EventId: "evt_01JD3K6Z8WQ4V0M5T7E9RXN2BC", EventType: "order.created",
+		EventReceivedAtMs: 1_700_000_000_123,
+		Data:              []byte(`{"order":{"id":"ord_123","total":4200,"currency":"EUR","lines":[{"sku":"a","qty":1}]}}`),
+	}
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendBody(buf[:0], d)
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+// endpointMap is the deliverer's view of the config topic, held in memory.
+type endpointMap map[string]*sluicev1.Endpoint
+
+func (m endpointMap) Endpoint(id string) (*sluicev1.Endpoint, bool) { e, ok := m[id]; return e, ok }
+
+const testUserAgent = "Sluice-Test/1"
+
+// newTestDeliverer builds a deliverer the way Run does, minus Kafka: attempt
+// never produces.
+func newTestDeliverer(t testing.TB, eps endpointMap, timeout time.Duration, excerpt int) *deliverer {
+	t.Helper()
+	m := noop.NewMeterProvider().Meter("test")
+	attempts, err := m.Int64Counter("attempts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	latency, err := m.Float64Histogram("latency")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &deliverer{
+		http: newHTTPClient(16), endpoints: eps, timeout: timeout, excerpt: excerpt,
+		userAgent: testUserAgent, log: slog.New(slog.DiscardHandler), attempts: attempts, latency: latency,
+	}
+}
+
+func delivery(endpointID string) *sluicev1.Delivery {
+	return &sluicev1.Delivery{
+		SchemaVersion: sluicev1.SchemaVersion, DeliveryId: "dlv_test", TenantId: "ten_test",
+		EndpointId: endpointID, EventId: "evt_01JD3K6Z8WQ4V0M5T7E9RXN2BC", EventType: "order.created",
+		EventReceivedAtMs: time.Now().UnixMilli(), Data: []byte(`{"order":1}`), AttemptsMade: 2,
+		Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
+	}
+}
+
+// receiver is a webhook receiver on 127.0.0.1 with one handler per path; it
+// counts the requests each path got.
+type receiver struct {
+	srv   *httptest.Server
+	mux   *http.ServeMux
+	count map[string]*atomic.Int64
+}
+
+func newReceiver(t testing.TB, handlers map[string]http.HandlerFunc) *receiver {
+	t.Helper()
+	r := &receiver{mux: http.NewServeMux(), count: map[string]*atomic.Int64{}}
+	for path, h := range handlers {
+		n := new(atomic.Int64)
+		r.count[path] = n
+		r.mux.HandleFunc(path, func(w http.ResponseWriter, req *http.Request) {
+			n.Add(1)
+			h(w, req)
+		})
+	}
+	r.srv = httptest.NewServer(r.mux)
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) url(path string) string { return r.srv.URL + path }
+
+// closedPortURL is an http URL on 127.0.0.1 where nothing listens.
+func closedPortURL(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr + "/hook"
+}
+
+func TestAttemptOutcome(t *testing.T) {
+	const slow = 2 * time.Second
+	recv := newReceiver(t, map[string]http.HandlerFunc{
+		"/ok":      func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "thanks") },
+		"/created": func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) },
+		"/empty":   func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) },
+		"/broken": func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, "boom")
+		},
+		"/gone": func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) },
+		"/redirect": func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/target", http.StatusFound)
+		},
+		"/target": func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) },
+		"/slow": func(w http.ResponseWriter, r *http.Request) {
+			// Reading the body lets net/http notice the client hanging up.
+			_, _ = io.Copy(io.Discard, r.Body)
+			select {
+			case <-time.After(slow):
+			case <-r.Context().Done():
+			}
+		},
+		"/late": func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(400 * time.Millisecond)
+			w.WriteHeader(http.StatusOK)
+		},
+		"/trickle": func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			io.WriteString(w, "start")
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(slow):
+				io.WriteString(w, " end")
+			case <-r.Context().Done():
+			}
+		},
+	})
+	closed := closedPortURL(t)
+	eps := endpointMap{}
+	for _, ep := range []*sluicev1.Endpoint{
+		{Id: "ep_ok", Url: recv.url("/ok")},
+		{Id: "ep_created", Url: recv.url("/created")},
+		{Id: "ep_empty", Url: recv.url("/empty")},
+		{Id: "ep_broken", Url: recv.url("/broken")},
+		{Id: "ep_gone", Url: recv.url("/gone")},
+		{Id: "ep_redirect", Url: recv.url("/redirect")},
+		{Id: "ep_slow", Url: recv.url("/slow"), TimeoutMs: 200},
+		{Id: "ep_trickle", Url: recv.url("/trickle"), TimeoutMs: 200},
+		{Id: "ep_closed", Url: closed, TimeoutMs: 2000},
+		// Its own timeout is longer than the sender's default (300 ms), and
+		// the receiver answers between the two.
+		{Id: "ep_patient", Url: recv.url("/late"), TimeoutMs: 2000},
+		// No timeout of its own: the default applies.
+		{Id: "ep_default_timeout", Url: recv.url("/slow")},
+	} {
+		eps[ep.Id] = ep
+	}
+	d := newTestDeliverer(t, eps, 300*time.Millisecond, 4096)
+
+	for _, tc := range []struct {
+		desc        string
+		endpoint    string
+		wantOutcome sluicev1.AttemptOutcome
+		wantStatus  uint32
+		wantError   string // substring; "" means Error must be empty
+		wantExcerpt string
+		maxLatency  time.Duration
+	}{
+		{desc: "200 is a success", endpoint: "ep_ok",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, wantStatus: 200, wantExcerpt: "thanks"},
+		{desc: "201 is a success", endpoint: "ep_created",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, wantStatus: 201},
+		{desc: "204 is a success", endpoint: "ep_empty",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, wantStatus: 204},
+		{desc: "500 is an HTTP error", endpoint: "ep_broken",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, wantStatus: 500,
+			wantError: "HTTP 500", wantExcerpt: "boom"},
+		{desc: "410 is an HTTP error", endpoint: "ep_gone",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, wantStatus: 410, wantError: "HTTP 410"},
+		{desc: "302 is an HTTP error, not followed", endpoint: "ep_redirect",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, wantStatus: 302, wantError: "HTTP 302"},
+		{desc: "no answer within the endpoint's timeout", endpoint: "ep_slow",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_TIMEOUT, wantError: "no answer within 200ms",
+			maxLatency: slow / 2},
+		{desc: "no answer within the default timeout", endpoint: "ep_default_timeout",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_TIMEOUT, wantError: "no answer within 300ms",
+			maxLatency: slow / 2},
+		{desc: "endpoint timeout longer than the default is honoured", endpoint: "ep_patient",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, wantStatus: 200},
+		{desc: "body trickling past the timeout is cut at the deadline", endpoint: "ep_trickle",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, wantStatus: 200, wantExcerpt: "start",
+			maxLatency: slow / 2},
+		{desc: "closed port is a network error", endpoint: "ep_closed",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR, wantError: "connection refused"},
+		{desc: "unknown endpoint is a network error naming it", endpoint: "ep_nowhere",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR, wantError: "endpoint ep_nowhere is unknown"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			dl := delivery(tc.endpoint)
+			before := time.Now()
+			a := d.attempt(dl)
+			took := time.Since(before)
+
+			if a.Outcome != tc.wantOutcome {
+				t.Fatalf("outcome %v (status %d, error %q), want %v", a.Outcome, a.StatusCode, a.Error, tc.wantOutcome)
+			}
+			if a.StatusCode != tc.wantStatus {
+				t.Errorf("status %d, want %d", a.StatusCode, tc.wantStatus)
+			}
+			switch {
+			case tc.wantError == "" && a.Error != "":
+				t.Errorf("error %q, want none", a.Error)
+			case !strings.Contains(a.Error, tc.wantError):
+				t.Errorf("error %q, want it to contain %q", a.Error, tc.wantError)
+			}
+			if string(a.ResponseExcerpt) != tc.wantExcerpt {
+				t.Errorf("excerpt %q, want %q", a.ResponseExcerpt, tc.wantExcerpt)
+			}
+			if tc.maxLatency > 0 && took > tc.maxLatency {
+				t.Errorf("attempt took %v, want under %v", took, tc.maxLatency)
+			}
+			// What every attempt record carries, whatever the outcome.
+			if a.SchemaVersion != sluicev1.SchemaVersion || a.DeliveryId != dl.DeliveryId ||
+				a.TenantId != dl.TenantId || a.EndpointId != dl.EndpointId || a.EventId != dl.EventId ||
+				a.EventType != dl.EventType || a.Origin != dl.Origin {
+				t.Errorf("attempt does not carry the delivery's identity: %v", a)
+			}
+			if a.AttemptNumber != dl.AttemptsMade+1 {
+				t.Errorf("attempt number %d, want %d", a.AttemptNumber, dl.AttemptsMade+1)
+			}
+			if !strings.HasPrefix(a.AttemptId, "att_") {
+				t.Errorf("attempt id %q", a.AttemptId)
+			}
+			if started := time.UnixMicro(a.StartedAtUs); started.Before(before.Add(-time.Millisecond)) || started.After(before.Add(took)) {
+				t.Errorf("started at %v, outside the call (%v + %v)", started, before, took)
+			}
+			if ep, ok := eps[tc.endpoint]; ok && a.Url != ep.Url {
+				t.Errorf("url %q, want %q", a.Url, ep.Url)
+			}
+		})
+	}
+	if n := recv.count["/redirect"].Load(); n != 1 {
+		t.Errorf("redirecting endpoint got %d requests, want 1", n)
+	}
+	if n := recv.count["/target"].Load(); n != 0 {
+		t.Errorf("redirect target got %d requests: the redirect was followed", n)
+	}
+}
+
+func TestAttemptCutsTheResponseToTheExcerptLimit(t *testing.T) {
+	const limit = 64
+	for _, tc := range []struct {
+		desc string
+		size int
+		want int
+	}{
+		{desc: "shorter than the limit", size: limit - 1, want: limit - 1},
+		{desc: "exactly the limit", size: limit, want: limit},
+		{desc: "one byte over", size: limit + 1, want: limit},
+		{desc: "a megabyte", size: 1 << 20, want: limit},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			body := strings.Repeat("0123456789", tc.size/10+1)[:tc.size]
+			recv := newReceiver(t, map[string]http.HandlerFunc{
+				"/big": func(w http.ResponseWriter, _ *http.Request) {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					io.WriteString(w, body)
+				},
+			})
+			d := newTestDeliverer(t, endpointMap{"ep_big": {Id: "ep_big", Url: recv.url("/big")}}, time.Second, limit)
+			a := d.attempt(delivery("ep_big"))
+			if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR || a.StatusCode != 503 {
+				t.Fatalf("outcome %v status %d error %q, want HTTP_ERROR 503", a.Outcome, a.StatusCode, a.Error)
+			}
+			if string(a.ResponseExcerpt) != body[:tc.want] {
+				t.Fatalf("excerpt has %d bytes %q…, want the first %d of the body", len(a.ResponseExcerpt),
+					a.ResponseExcerpt[:min(len(a.ResponseExcerpt), 20)], tc.want)
+			}
+		})
+	}
+	t.Run("limit zero keeps nothing", func(t *testing.T) {
+		recv := newReceiver(t, map[string]http.HandlerFunc{
+			"/": func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "something") },
+		})
+		d := newTestDeliverer(t, endpointMap{"ep": {Id: "ep", Url: recv.url("/")}}, time.Second, 0)
+		if a := d.attempt(delivery("ep")); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS || a.ResponseExcerpt != nil {
+			t.Fatalf("outcome %v excerpt %q, want SUCCESS and no excerpt", a.Outcome, a.ResponseExcerpt)
+		}
+	})
+}
+
+func TestAttemptRequest(t *testing.T) {
+	got := make(chan *http.Request, 1)
+	gotBody := make(chan []byte, 1)
+	recv := newReceiver(t, map[string]http.HandlerFunc{
+		"/hook": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			got <- r
+			gotBody <- b
+			w.WriteHeader(http.StatusNoContent)
+		},
+	})
+	ep := &sluicev1.Endpoint{Id: "ep_headers", Url: recv.url("/hook?tenant=acme"), Headers: map[string]string{
+		"X-Custom":      "custom value",
+		"Authorization": "Bearer s3cret",
+		// The webhook-id is the event's; an endpoint cannot override it.
+		"webhook-id": "forged",
+	}}
+	d := newTestDeliverer(t, endpointMap{ep.Id: ep}, time.Second, 4096)
+	dl := delivery(ep.Id)
+	before := time.Now()
+	a := d.attempt(dl)
+	after := time.Now()
+	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+	}
+	r, body := <-got, <-gotBody
+
+	if r.Method != http.MethodPost {
+		t.Errorf("method %s, want POST", r.Method)
+	}
+	if r.URL.Path != "/hook" || r.URL.RawQuery != "tenant=acme" {
+		t.Errorf("requested %s, want /hook?tenant=acme", r.URL)
+	}
+	for _, h := range []struct{ name, want string }{
+		{"Webhook-Id", dl.EventId},
+		{"Content-Type", "application/json"},
+		{"User-Agent", testUserAgent},
+		{"X-Custom", "custom value"},
+		{"Authorization", "Bearer s3cret"},
+	} {
+		if v := r.Header.Values(h.name); len(v) != 1 || v[0] != h.want {
+			t.Errorf("header %s = %q, want exactly %q", h.name, v, h.want)
+		}
+	}
+	ts, err := strconv.ParseInt(r.Header.Get("Webhook-Timestamp"), 10, 64)
+	if err != nil {
+		t.Fatalf("webhook-timestamp %q: %v", r.Header.Get("Webhook-Timestamp"), err)
+	}
+	if ts < before.Unix() || ts > after.Unix() {
+		t.Errorf("webhook-timestamp %d, want Unix seconds between %d and %d", ts, before.Unix(), after.Unix())
+	}
+	if r.ContentLength != int64(len(body)) {
+		t.Errorf("content-length %d for a body of %d bytes", r.ContentLength, len(body))
+	}
+	w := decodeBody(t, body)
+	want := webhookBody{ID: dl.EventId, Type: dl.EventType,
+		Timestamp: time.UnixMilli(dl.EventReceivedAtMs).UTC().Format("2006-01-02T15:04:05.000Z"), Data: dl.Data}
+	if fmt.Sprint(w) != fmt.Sprint(want) {
+		t.Errorf("body %s, want %+v", body, want)
+	}
+}
