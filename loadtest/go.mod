@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/sluicehq/sluice/pkg v0.0.0
 	github.com/sluicehq/sluice/proto v0.0.0
+	github.com/sluicehq/sluice/services/ingest v0.0.0-00010101000000-000000000000
 	github.com/sluicehq/sluice/services/logwriter v0.0.0
 	github.com/sluicehq/sluice/services/sender v0.0.0
 	github.com/twmb/franz-go v1.22.2

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -67,7 +68,9 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, names ...string) error {
 	}
 	var missing []string
 	for _, n := range names {
-		if d, ok := td[n]; !ok || d.Err != nil {
+		// Only an unknown topic is missing: one created a moment ago may
+		// still report LEADER_NOT_AVAILABLE, and it exists.
+		if d, ok := td[n]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
 			missing = append(missing, n)
 		}
 	}
@@ -75,4 +78,36 @@ func CheckTopics(ctx context.Context, adm *kadm.Client, names ...string) error {
 		return fmt.Errorf("%w: %v", ErrTopicsMissing, missing)
 	}
 	return nil
+}
+
+// WaitTopics waits until every named topic exists and each of its
+// partitions has a leader: creation returns before the broker can serve a
+// new topic, and a client using it at once would see transient errors.
+func WaitTopics(ctx context.Context, adm *kadm.Client, names ...string) error {
+	for {
+		td, err := adm.ListTopics(ctx, names...)
+		if err == nil && topicsServable(td, names) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for topics %v to have leaders: %w (last error: %v)", names, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func topicsServable(td kadm.TopicDetails, names []string) bool {
+	for _, n := range names {
+		d, ok := td[n]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return false
+		}
+		for _, p := range d.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return false
+			}
+		}
+	}
+	return true
 }

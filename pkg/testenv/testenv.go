@@ -234,6 +234,9 @@ func NewKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 	if err := kafkax.EnsureTopics(ctx, adm, topics.Specs(names, p, 1)); err != nil {
 		t.Fatalf("testenv: creating topics: %v", err)
 	}
+	if err := kafkax.WaitTopics(ctx, adm, names.All()...); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

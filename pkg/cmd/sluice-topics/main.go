@@ -72,6 +72,9 @@ func run(args []string) error {
 	if err := kafkax.EnsureTopics(ctx, adm, topics.Specs(names, p, int16(rf))); err != nil {
 		return err
 	}
+	if err := kafkax.WaitTopics(ctx, adm, names.All()...); err != nil {
+		return err
+	}
 	fmt.Printf("sluice-topics: %d topics present under prefix %q\n", len(names.All()), prefix)
 	return nil
 }
