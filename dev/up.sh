@@ -46,6 +46,15 @@ transaction.state.log.num.partitions=8
 # Tests join and leave groups constantly; the default 3 s delay would be paid
 # by every one of them.
 group.initial.rebalance.delay.ms=0
+# On a busy two-core machine (builds, linkers, fuzzers) the controller's
+# fsyncs can stall for seconds, and with the 9 s default the single broker
+# gets fenced by its own controller and drops every partition leadership.
+# A node that is both cannot really be "stale": give it a minute.
+broker.session.timeout.ms=60000
+broker.heartbeat.interval.ms=2000
+# The controller writes a no-op record every 500 ms by default to prove
+# liveness to other voters; there are none, so every 5 s is plenty.
+metadata.max.idle.interval.ms=5000
 PROPS
   cat > "$KAFKA_STATE/log4j2.yaml" <<'YAML'
 Configuration:
