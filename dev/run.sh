@@ -34,6 +34,10 @@ mkdir -p "$bin" "$logs"
 
 export SLUICE_KAFKA_BROKERS="127.0.0.1:$SLUICE_DEV_KAFKA_PORT"
 export SLUICE_CLICKHOUSE_ADDRS="127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT"
+# A local stack seals endpoint secrets with the public development key and
+# gets a fresh admin key each run (printed below); production sets both.
+export SLUICE_INSECURE_DEV_SECRETS_KEY=true
+export SLUICE_ADMIN_KEY=${SLUICE_ADMIN_KEY:-admin_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
 
 port=$SLUICE_RUN_OPS_PORT_BASE
 declare -A ops
@@ -60,7 +64,8 @@ done
 cat <<MSG
 
 Sluice is running.
-  API (ingest)      http://127.0.0.1:$SLUICE_RUN_API_PORT
+  API (ingest)      http://127.0.0.1:$SLUICE_RUN_API_PORT   (OpenAPI: /openapi.json)
+  admin key         $SLUICE_ADMIN_KEY
   health, metrics   http://${ops[ingest]}/readyz  http://${ops[sender]}/metrics  http://${ops[logwriter]}/metrics
   service logs      $logs/{ingest,sender,logwriter}.log
   Kafka             127.0.0.1:$SLUICE_DEV_KAFKA_PORT   e.g. kcat -b 127.0.0.1:$SLUICE_DEV_KAFKA_PORT -L

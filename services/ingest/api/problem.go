@@ -1,6 +1,7 @@
-// Package api is the public HTTP API of Sluice on fasthttp. Errors are
-// application/problem+json (RFC 9457) with a stable type URI, the status and
-// a detail a human can act on.
+// Package api is the public HTTP API of Sluice on fasthttp: tenants and
+// their API keys (admin), endpoints (per tenant). Bodies are JSON; errors
+// are application/problem+json (RFC 9457) with a stable type URI, the status
+// and a detail a human can act on, naming the offending field.
 package api
 
 import (
@@ -19,16 +20,36 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
+	// Errors lists every invalid field of a request, when there are any.
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError is one invalid field: a JSON path such as "headers.Host" or
+// a query parameter name, and what is wrong with it.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
 }
 
 // WriteProblem answers with a problem document; kind is the last segment of
 // its type URI (not-found, invalid-request, …).
 func WriteProblem(ctx *fasthttp.RequestCtx, status int, kind, detail string) {
-	b, _ := json.Marshal(Problem{Type: ProblemBase + kind, Title: fasthttp.StatusMessage(status),
+	writeProblem(ctx, Problem{Type: ProblemBase + kind, Title: fasthttp.StatusMessage(status),
 		Status: status, Detail: detail})
+}
+
+func writeProblem(ctx *fasthttp.RequestCtx, p Problem) {
+	b, _ := json.Marshal(p)
 	ctx.Response.Header.SetContentType("application/problem+json")
-	ctx.SetStatusCode(status)
+	ctx.SetStatusCode(p.Status)
 	ctx.SetBody(b)
+}
+
+// invalid answers 400 invalid-request listing every field error; the
+// detail repeats the first so a human reading only it knows where to look.
+func invalid(ctx *fasthttp.RequestCtx, errs []FieldError) {
+	writeProblem(ctx, Problem{Type: ProblemBase + "invalid-request", Title: "Bad Request",
+		Status: fasthttp.StatusBadRequest, Detail: errs[0].Field + ": " + errs[0].Detail, Errors: errs})
 }
 
 // ErrorHandler answers requests fasthttp could not read: a body over the
@@ -49,13 +70,4 @@ func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
-}
-
-// Handler routes API requests. It knows no routes yet: every request gets a
-// 404 problem naming what was asked for.
-func Handler() fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		WriteProblem(ctx, fasthttp.StatusNotFound, "not-found",
-			"no route for "+string(ctx.Method())+" "+string(ctx.Path()))
-	}
 }

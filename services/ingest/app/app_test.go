@@ -19,8 +19,18 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+// lookup is an environment of vars over a base that every ingest needs:
+// the development secrets key (tests never use a real one).
 func lookup(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+	return func(k string) (string, bool) {
+		if v, ok := vars[k]; ok {
+			return v, true
+		}
+		if k == "SLUICE_INSECURE_DEV_SECRETS_KEY" {
+			return "true", true
+		}
+		return "", false
+	}
 }
 
 func TestLoadConfigValidation(t *testing.T) {
@@ -43,6 +53,12 @@ func TestLoadConfigValidation(t *testing.T) {
 		{desc: "negative read timeout", env: map[string]string{"SLUICE_READ_TIMEOUT": "-1s"},
 			want: "read-timeout"},
 		{desc: "empty API address", env: map[string]string{"SLUICE_API_ADDR": ""}, want: "api-addr"},
+		{desc: "short admin key", env: map[string]string{"SLUICE_ADMIN_KEY": "hunter2"},
+			want: "admin-key must be at least 32 characters, got 7"},
+		{desc: "no secrets key", env: map[string]string{"SLUICE_INSECURE_DEV_SECRETS_KEY": "false"},
+			want: "SLUICE_SECRETS_KEY"},
+		{desc: "rotation grace over a week", env: map[string]string{"SLUICE_SECRET_ROTATION_GRACE": "200h"},
+			want: "secret-rotation-grace must be from 0 to 168h, got 200h0m0s"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			_, err := app.LoadConfig(nil, lookup(tc.env))
@@ -127,8 +143,8 @@ func TestRunServesAndStops(t *testing.T) {
 	}{
 		{desc: "GET of an unknown path", method: "GET", path: "/v1/events",
 			wantDetail: "no route for GET /v1/events"},
-		{desc: "POST with a query", method: "POST", path: "/v1/endpoints/ep_1?dry=1", body: []byte(`{"url":"x"}`),
-			wantDetail: "no route for POST /v1/endpoints/ep_1"},
+		{desc: "POST with a query", method: "POST", path: "/v1/nothing/ep_1?dry=1", body: []byte(`{"url":"x"}`),
+			wantDetail: "no route for POST /v1/nothing/ep_1"},
 		{desc: "DELETE of the root", method: "DELETE", path: "/", wantDetail: "no route for DELETE /"},
 		{desc: "a body of exactly max-body-bytes is read", method: "PUT", path: "/v1/big",
 			body: bytes.Repeat([]byte("a"), maxBody), wantDetail: "no route for PUT /v1/big"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/pkg/topics"
 )
@@ -30,6 +31,14 @@ type Config struct {
 	// ReadTimeout bounds reading one request, so slow clients cannot hold
 	// connections open.
 	ReadTimeout time.Duration
+	// AdminKey authorises the tenant and API-key routes.
+	AdminKey string
+	// Secrets seals endpoint signing secrets at rest.
+	Secrets secretbox.Config
+	// RequireHTTPS refuses endpoints whose URL is not https.
+	RequireHTTPS bool
+	// RotationGrace is how long a rotated-out signing secret keeps signing.
+	RotationGrace time.Duration
 }
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
@@ -49,6 +58,12 @@ func register(c *Config, l *config.Loader) {
 	// the events API will take; 4 MiB is the default cap above one event.
 	l.Int(&c.MaxBodyBytes, "max-body-bytes", 4<<20, "largest request body the API reads, in bytes")
 	l.Duration(&c.ReadTimeout, "read-timeout", 30*time.Second, "how long reading one request may take")
+	l.String(&c.AdminKey, "admin-key", "",
+		"key of the admin API (tenants and their API keys), at least 32 characters; empty disables it")
+	c.Secrets.Register(l)
+	l.Bool(&c.RequireHTTPS, "require-https", false, "refuse endpoint URLs that are not https")
+	l.Duration(&c.RotationGrace, "secret-rotation-grace", 24*time.Hour,
+		"how long a rotated-out endpoint secret keeps signing beside the new one")
 }
 
 // Validate checks every setting.
@@ -62,6 +77,15 @@ func (c Config) Validate() error {
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("read-timeout must be positive, got %v", c.ReadTimeout))
+	}
+	// 32 characters of a random key are at least 160 bits; shorter keys
+	// are passwords.
+	if c.AdminKey != "" && len(c.AdminKey) < 32 {
+		errs = append(errs, fmt.Errorf("admin-key must be at least 32 characters, got %d", len(c.AdminKey)))
+	}
+	errs = append(errs, c.Secrets.Validate())
+	if c.RotationGrace < 0 || c.RotationGrace > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("secret-rotation-grace must be from 0 to 168h, got %v", c.RotationGrace))
 	}
 	return errors.Join(errs...)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/ingest/api"
@@ -34,12 +35,29 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer store.Close()
 
+	box, err := secretbox.New(cfg.Secrets)
+	if err != nil {
+		return err
+	}
+	if box.Insecure() {
+		rt.Log.Warn("endpoint secrets are sealed with the public development key; set SLUICE_SECRETS_KEY in production")
+	}
+	if cfg.AdminKey == "" {
+		rt.Log.Warn("no admin key configured: the tenant and API-key routes answer 401")
+	}
+	handler := api.New(store, box, api.Options{
+		AdminKey: cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
+		// A config write is a few Kafka round trips; 10 s covers a leader
+		// election, after which the client is told to retry.
+		WriteTimeout: 10 * time.Second,
+	}, rt.Log).Handler()
+
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listening for the API on %s: %w", cfg.APIAddr, err)
 	}
 	srv := &fasthttp.Server{
-		Handler:            api.Handler(),
+		Handler:            handler,
 		ErrorHandler:       api.ErrorHandler,
 		Name:               "sluice",
 		MaxRequestBodySize: cfg.MaxBodyBytes,

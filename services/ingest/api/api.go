@@ -1,0 +1,105 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/secretbox"
+)
+
+// Store is what the API needs of the config view.
+type Store interface {
+	Get(key string) (*sluicev1.ConfigRecord, bool)
+	Tenants() []*sluicev1.Tenant
+	TenantObjects(tenant string) []*sluicev1.ConfigRecord
+	APIKeyByHash(hash [32]byte) (*sluicev1.APIKey, bool)
+	Update(ctx context.Context, key string,
+		fn func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error)) (*sluicev1.ConfigRecord, error)
+}
+
+var _ Store = (*configstore.Store)(nil)
+
+// Options are the API's settings.
+type Options struct {
+	// AdminKey authorises the tenant and API-key routes; empty disables
+	// them.
+	AdminKey string
+	// RequireHTTPS refuses endpoint URLs that are not https.
+	RequireHTTPS bool
+	// RotationGrace is how long a rotated-out secret keeps signing, unless
+	// the rotate request says otherwise.
+	RotationGrace time.Duration
+	// WriteTimeout bounds one write to the config topic.
+	WriteTimeout time.Duration
+}
+
+// API serves the routes.
+type API struct {
+	store     Store
+	box       *secretbox.Box
+	opts      Options
+	log       *slog.Logger
+	now       func() time.Time
+	adminHash [32]byte
+	routes    []route
+	openapi   []byte
+}
+
+// New builds the API over a config store and the box sealing secrets.
+func New(store Store, box *secretbox.Box, opts Options, log *slog.Logger) *API {
+	a := &API{store: store, box: box, opts: opts, log: log, now: time.Now, openapi: openAPIDocument}
+	if opts.AdminKey != "" {
+		a.adminHash = hashKey(opts.AdminKey)
+	}
+	a.routes = []route{
+		{"GET", "/openapi.json", public, a.serveOpenAPI},
+
+		{"POST", "/v1/tenants", adminOnly, a.createTenant},
+		{"GET", "/v1/tenants", adminOnly, a.listTenants},
+		{"GET", "/v1/tenants/{tenant_id}", adminOnly, a.getTenant},
+		{"PATCH", "/v1/tenants/{tenant_id}", adminOnly, a.patchTenant},
+		{"DELETE", "/v1/tenants/{tenant_id}", adminOnly, a.deleteTenant},
+		{"POST", "/v1/tenants/{tenant_id}/api-keys", adminOnly, a.createAPIKey},
+		{"GET", "/v1/tenants/{tenant_id}/api-keys", adminOnly, a.listAPIKeys},
+		{"DELETE", "/v1/tenants/{tenant_id}/api-keys/{key_id}", adminOnly, a.deleteAPIKey},
+
+		{"POST", "/v1/endpoints", tenantOnly, a.createEndpoint},
+		{"GET", "/v1/endpoints", tenantOnly, a.listEndpoints},
+		{"GET", "/v1/endpoints/{endpoint_id}", tenantOnly, a.getEndpoint},
+		{"PATCH", "/v1/endpoints/{endpoint_id}", tenantOnly, a.patchEndpoint},
+		{"DELETE", "/v1/endpoints/{endpoint_id}", tenantOnly, a.deleteEndpoint},
+		{"POST", "/v1/endpoints/{endpoint_id}/rotate-secret", tenantOnly, a.rotateSecret},
+		{"POST", "/v1/endpoints/{endpoint_id}/enable", tenantOnly, a.enableEndpoint},
+		{"POST", "/v1/endpoints/{endpoint_id}/disable", tenantOnly, a.disableEndpoint},
+	}
+	return a
+}
+
+// Handler is the fasthttp handler of the API.
+func (a *API) Handler() fasthttp.RequestHandler { return a.dispatch }
+
+func (a *API) serveOpenAPI(r *request) {
+	r.Response.Header.SetContentType("application/json")
+	r.SetBody(a.openapi)
+}
+
+// writeCtx is the context of one config write: bounded, and not cancelled
+// by the client hanging up half way (the write either happens or not).
+func (a *API) writeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), a.opts.WriteTimeout)
+}
+
+// newEtag is a fresh entity tag: 64 random bits, hex.
+func newEtag() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,419 @@
+package api
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/eventfilter"
+	"github.com/sluicehq/sluice/pkg/ids"
+)
+
+// maxRotationGrace bounds how long a rotated-out secret may keep signing.
+const maxRotationGrace = 7 * 24 * time.Hour
+
+// EndpointJSON is an endpoint as the API shows it. Secret is set only in
+// the answers that create a secret (create and rotate-secret).
+type EndpointJSON struct {
+	ID             string            `json:"id"`
+	Tenant         string            `json:"tenant"`
+	URL            string            `json:"url"`
+	Description    string            `json:"description"`
+	Events         []string          `json:"events"`
+	Status         string            `json:"status"`
+	DisabledReason string            `json:"disabled_reason,omitempty"`
+	Metadata       map[string]string `json:"metadata"`
+	Headers        map[string]string `json:"headers"`
+	MaxInFlight    uint32            `json:"max_in_flight"`
+	RateLimit      *float64          `json:"rate_limit"`
+	Ordered        bool              `json:"ordered"`
+	TimeoutMs      int64             `json:"timeout_ms"`
+	Created        time.Time         `json:"created"`
+	Updated        time.Time         `json:"updated"`
+	Etag           string            `json:"etag"`
+	Secret         string            `json:"secret,omitempty"`
+}
+
+func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
+	out := EndpointJSON{
+		ID: e.Id, Tenant: e.TenantId, URL: e.Url, Description: e.Description, Events: e.EventTypes,
+		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: e.Headers,
+		MaxInFlight: e.MaxInFlight, Ordered: e.Ordered, TimeoutMs: e.TimeoutMs,
+		Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
+	}
+	if e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
+		out.Status = "disabled"
+	}
+	if e.RateLimit > 0 {
+		rl := e.RateLimit
+		out.RateLimit = &rl
+	}
+	if out.Events == nil {
+		out.Events = []string{}
+	}
+	if out.Metadata == nil {
+		out.Metadata = map[string]string{}
+	}
+	if out.Headers == nil {
+		out.Headers = map[string]string{}
+	}
+	return out
+}
+
+// EndpointCreate is the body of POST /v1/endpoints.
+type EndpointCreate struct {
+	URL         string            `json:"url"`
+	Description string            `json:"description"`
+	Events      []string          `json:"events"`
+	Metadata    map[string]string `json:"metadata"`
+	Headers     map[string]string `json:"headers"`
+	MaxInFlight *int64            `json:"max_in_flight"`
+	RateLimit   *float64          `json:"rate_limit"`
+	Ordered     bool              `json:"ordered"`
+	TimeoutMs   *int64            `json:"timeout_ms"`
+	// Secret is optional; one is made when absent.
+	Secret string `json:"secret"`
+}
+
+// Validate checks every field and applies defaults to the endpoint e.
+func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldError {
+	errs := validateURL("url", in.URL, requireHTTPS)
+	errs = append(errs, validateDescription(in.Description)...)
+	errs = append(errs, validateFilters(in.Events)...)
+	errs = append(errs, validateMetadata(in.Metadata)...)
+	errs = append(errs, validateHeaders(in.Headers)...)
+	e.Url, e.Description, e.EventTypes, e.Metadata, e.Headers, e.Ordered =
+		in.URL, in.Description, in.Events, in.Metadata, in.Headers, in.Ordered
+	e.MaxInFlight, e.TimeoutMs = DefaultMaxInFlight, DefaultTimeoutMs
+	if in.MaxInFlight != nil {
+		errs = append(errs, validateMaxInFlight(*in.MaxInFlight)...)
+		e.MaxInFlight = uint32(*in.MaxInFlight)
+	}
+	if in.RateLimit != nil {
+		errs = append(errs, validateRateLimit(*in.RateLimit)...)
+		e.RateLimit = *in.RateLimit
+	}
+	if in.TimeoutMs != nil {
+		errs = append(errs, validateTimeout(*in.TimeoutMs)...)
+		e.TimeoutMs = *in.TimeoutMs
+	}
+	return errs
+}
+
+// EndpointPatch is the body of PATCH /v1/endpoints/{id}: fields present
+// replace the stored ones; null resets a field to its default (no rate
+// limit, default concurrency and timeout, empty lists and maps).
+type EndpointPatch struct {
+	URL         Optional[string]            `json:"url"`
+	Description Optional[string]            `json:"description"`
+	Events      Optional[[]string]          `json:"events"`
+	Metadata    Optional[map[string]string] `json:"metadata"`
+	Headers     Optional[map[string]string] `json:"headers"`
+	MaxInFlight Optional[int64]             `json:"max_in_flight"`
+	RateLimit   Optional[float64]           `json:"rate_limit"`
+	Ordered     Optional[bool]              `json:"ordered"`
+	TimeoutMs   Optional[int64]             `json:"timeout_ms"`
+}
+
+func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldError {
+	var errs []FieldError
+	if in.URL.Set {
+		errs = append(errs, validateURL("url", in.URL.Value, requireHTTPS)...)
+		e.Url = in.URL.Value
+	}
+	if in.Description.Set {
+		errs = append(errs, validateDescription(in.Description.Value)...)
+		e.Description = in.Description.Value
+	}
+	if in.Events.Set {
+		errs = append(errs, validateFilters(in.Events.Value)...)
+		e.EventTypes = in.Events.Value
+	}
+	if in.Metadata.Set {
+		errs = append(errs, validateMetadata(in.Metadata.Value)...)
+		e.Metadata = in.Metadata.Value
+	}
+	if in.Headers.Set {
+		errs = append(errs, validateHeaders(in.Headers.Value)...)
+		e.Headers = in.Headers.Value
+	}
+	if in.MaxInFlight.Set {
+		e.MaxInFlight = DefaultMaxInFlight
+		if !in.MaxInFlight.Null {
+			errs = append(errs, validateMaxInFlight(in.MaxInFlight.Value)...)
+			e.MaxInFlight = uint32(in.MaxInFlight.Value)
+		}
+	}
+	if in.RateLimit.Set {
+		e.RateLimit = 0
+		if !in.RateLimit.Null {
+			errs = append(errs, validateRateLimit(in.RateLimit.Value)...)
+			e.RateLimit = in.RateLimit.Value
+		}
+	}
+	if in.Ordered.Set {
+		e.Ordered = in.Ordered.Value
+	}
+	if in.TimeoutMs.Set {
+		e.TimeoutMs = DefaultTimeoutMs
+		if !in.TimeoutMs.Null {
+			errs = append(errs, validateTimeout(in.TimeoutMs.Value)...)
+			e.TimeoutMs = in.TimeoutMs.Value
+		}
+	}
+	return errs
+}
+
+// endpoint returns the caller's endpoint id; another tenant's is "not found".
+func (a *API) endpoint(r *request, id string) (*sluicev1.Endpoint, bool) {
+	rec, ok := a.store.Get(id)
+	if !ok || rec.GetEndpoint() == nil || rec.GetEndpoint().TenantId != r.caller.tenant {
+		return nil, false
+	}
+	return rec.GetEndpoint(), true
+}
+
+func (a *API) createEndpoint(r *request) {
+	var in EndpointCreate
+	if !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	now := ms(a.now())
+	e := &sluicev1.Endpoint{Id: ids.New(ids.Endpoint), TenantId: r.caller.tenant,
+		Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED, CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
+	errs := in.apply(e, a.opts.RequireHTTPS)
+	secret := newSecret()
+	if in.Secret != "" {
+		raw, serrs := parseSecret("secret", in.Secret)
+		errs = append(errs, serrs...)
+		secret = raw
+	}
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	e.SecretSealed = a.box.Seal(secret, e.Id)
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	if _, err := a.store.Update(ctx, e.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		if cur != nil {
+			return nil, conflictError{"endpoint " + e.Id + " already exists"}
+		}
+		return endpointRecord(e), nil
+	}); err != nil {
+		a.writeFailed(r, "endpoint "+e.Id, err)
+		return
+	}
+	out := endpointJSON(e)
+	out.Secret = formatSecret(secret)
+	setEtag(r, e.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
+}
+
+func (a *API) listEndpoints(r *request) {
+	limit, after, errs := pageParams(r.RequestCtx)
+	args := r.QueryArgs()
+	status := string(args.Peek("status"))
+	if status != "" && status != "enabled" && status != "disabled" {
+		errs = append(errs, FieldError{"status", "must be enabled or disabled"})
+	}
+	eventType := string(args.Peek("event_type"))
+	if eventType != "" {
+		if err := eventfilter.ValidateType(eventType); err != nil {
+			errs = append(errs, FieldError{"event_type", err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	var out []EndpointJSON
+	for _, rec := range a.store.TenantObjects(r.caller.tenant) {
+		e := rec.GetEndpoint()
+		if e == nil {
+			continue
+		}
+		j := endpointJSON(e)
+		if status != "" && j.Status != status {
+			continue
+		}
+		if eventType != "" {
+			set, err := eventfilter.Compile(e.EventTypes)
+			if err != nil || !set.Matches(eventType) {
+				continue
+			}
+		}
+		out = append(out, j)
+	}
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, paginate(out, func(e EndpointJSON) string { return e.ID }, limit, after))
+}
+
+func (a *API) getEndpoint(r *request) {
+	e, ok := a.endpoint(r, r.param("endpoint_id"))
+	if !ok {
+		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found", "endpoint "+r.param("endpoint_id")+" does not exist")
+		return
+	}
+	setEtag(r, e.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+}
+
+// updateEndpoint runs change on the caller's endpoint under If-Match and
+// answers with the result; change returns field errors or a conflict.
+func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error) (*sluicev1.Endpoint, bool) {
+	id, tags, tenant := r.param("endpoint_id"), ifMatch(r.RequestCtx), r.caller.tenant
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	rec, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		e := cur.GetEndpoint()
+		if e == nil || e.TenantId != tenant {
+			return nil, errNotFound
+		}
+		if err := checkIfMatch(tags, e.Etag); err != nil {
+			return nil, err
+		}
+		if err := change(e); err != nil {
+			return nil, err
+		}
+		e.UpdatedAtMs, e.Etag = ms(a.now()), newEtag()
+		return endpointRecord(e), nil
+	})
+	if err != nil {
+		a.writeFailed(r, "endpoint "+id, err)
+		return nil, false
+	}
+	return rec.GetEndpoint(), true
+}
+
+func (a *API) answerEndpoint(r *request, e *sluicev1.Endpoint) {
+	setEtag(r, e.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+}
+
+func (a *API) patchEndpoint(r *request) {
+	var in EndpointPatch
+	if !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	// Validate before writing, against a scratch endpoint, so a bad body
+	// costs no write; the real change is applied to the current version.
+	if errs := in.apply(&sluicev1.Endpoint{}, a.opts.RequireHTTPS); len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	if e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		in.apply(e, a.opts.RequireHTTPS)
+		return nil
+	}); ok {
+		a.answerEndpoint(r, e)
+	}
+}
+
+func (a *API) deleteEndpoint(r *request) {
+	id, tags, tenant := r.param("endpoint_id"), ifMatch(r.RequestCtx), r.caller.tenant
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	_, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		e := cur.GetEndpoint()
+		if e == nil || e.TenantId != tenant {
+			return nil, errNotFound
+		}
+		if err := checkIfMatch(tags, e.Etag); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	})
+	if err != nil {
+		a.writeFailed(r, "endpoint "+id, err)
+		return
+	}
+	r.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// RotateSecret is the body of POST /v1/endpoints/{id}/rotate-secret; both
+// fields are optional.
+type RotateSecret struct {
+	// Secret is the new secret; one is made when absent.
+	Secret string `json:"secret"`
+	// GracePeriodSeconds is how long the old secret keeps signing beside
+	// the new one; the server's default when absent, 0 to drop it at once.
+	GracePeriodSeconds *int64 `json:"grace_period_seconds"`
+}
+
+func (a *API) rotateSecret(r *request) {
+	var in RotateSecret
+	if len(r.PostBody()) > 0 && !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	secret := newSecret()
+	var errs []FieldError
+	if in.Secret != "" {
+		secret, errs = parseSecret("secret", in.Secret)
+	}
+	grace := a.opts.RotationGrace
+	if in.GracePeriodSeconds != nil {
+		g := time.Duration(*in.GracePeriodSeconds) * time.Second
+		if *in.GracePeriodSeconds < 0 || g > maxRotationGrace {
+			errs = append(errs, FieldError{"grace_period_seconds", fmt.Sprintf("must be from 0 to %d", int64(maxRotationGrace/time.Second))})
+		}
+		grace = g
+	}
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		e.PreviousSecretSealed, e.PreviousSecretExpiresAtMs = nil, 0
+		if grace > 0 {
+			e.PreviousSecretSealed = e.SecretSealed
+			e.PreviousSecretExpiresAtMs = ms(a.now().Add(grace))
+		}
+		e.SecretSealed = a.box.Seal(secret, e.Id)
+		return nil
+	})
+	if !ok {
+		return
+	}
+	out := endpointJSON(e)
+	out.Secret = formatSecret(secret)
+	setEtag(r, e.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)
+}
+
+// DisableEndpoint is the optional body of POST /v1/endpoints/{id}/disable.
+type DisableEndpoint struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) enableEndpoint(r *request) {
+	if e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		e.Status, e.DisabledReason = sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED, ""
+		return nil
+	}); ok {
+		a.answerEndpoint(r, e)
+	}
+}
+
+func (a *API) disableEndpoint(r *request) {
+	var in DisableEndpoint
+	if len(r.PostBody()) > 0 && !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	if len(in.Reason) > maxDescriptionLen {
+		invalid(r.RequestCtx, []FieldError{{"reason", fmt.Sprintf("is %d bytes, at most %d", len(in.Reason), maxDescriptionLen)}})
+		return
+	}
+	reason := in.Reason
+	if reason == "" {
+		reason = "disabled through the API"
+	}
+	if e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		e.Status, e.DisabledReason = sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED, reason
+		return nil
+	}); ok {
+		a.answerEndpoint(r, e)
+	}
+}

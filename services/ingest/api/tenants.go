@@ -1,0 +1,283 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/ids"
+)
+
+const maxNameLen = 128
+
+// TenantJSON is a tenant as the API shows it.
+type TenantJSON struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+	Created  time.Time         `json:"created"`
+	Updated  time.Time         `json:"updated"`
+	Etag     string            `json:"etag"`
+}
+
+func tenantJSON(t *sluicev1.Tenant) TenantJSON {
+	md := t.Metadata
+	if md == nil {
+		md = map[string]string{}
+	}
+	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, Created: fromMs(t.CreatedAtMs),
+		Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
+}
+
+// TenantCreate is the body of POST /v1/tenants.
+type TenantCreate struct {
+	Name     string            `json:"name"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// TenantPatch is the body of PATCH /v1/tenants/{id}.
+type TenantPatch struct {
+	Name     Optional[string]            `json:"name"`
+	Metadata Optional[map[string]string] `json:"metadata"`
+}
+
+func validateName(name string) []FieldError {
+	if name == "" || len(name) > maxNameLen {
+		return []FieldError{{"name", fmt.Sprintf("must be 1 to %d bytes", maxNameLen)}}
+	}
+	return nil
+}
+
+func (a *API) createTenant(r *request) {
+	var in TenantCreate
+	if !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	errs := append(validateName(in.Name), validateMetadata(in.Metadata)...)
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	now := ms(a.now())
+	t := &sluicev1.Tenant{Id: ids.New(ids.Tenant), Name: in.Name, Metadata: in.Metadata,
+		CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	if _, err := a.store.Update(ctx, t.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		if cur != nil {
+			return nil, conflictError{"tenant " + t.Id + " already exists"}
+		}
+		return tenantRecord(t), nil
+	}); err != nil {
+		a.writeFailed(r, "tenant "+t.Id, err)
+		return
+	}
+	setEtag(r, t.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusCreated, tenantJSON(t))
+}
+
+func (a *API) tenant(id string) (*sluicev1.Tenant, bool) {
+	rec, ok := a.store.Get(id)
+	if !ok || rec.GetTenant() == nil {
+		return nil, false
+	}
+	return rec.GetTenant(), true
+}
+
+func (a *API) listTenants(r *request) {
+	limit, after, errs := pageParams(r.RequestCtx)
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	all := a.store.Tenants()
+	out := make([]TenantJSON, len(all))
+	for i, t := range all {
+		out[i] = tenantJSON(t)
+	}
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, paginate(out, func(t TenantJSON) string { return t.ID }, limit, after))
+}
+
+func (a *API) getTenant(r *request) {
+	t, ok := a.tenant(r.param("tenant_id"))
+	if !ok {
+		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found", "tenant "+r.param("tenant_id")+" does not exist")
+		return
+	}
+	setEtag(r, t.Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, tenantJSON(t))
+}
+
+func (a *API) patchTenant(r *request) {
+	var in TenantPatch
+	if !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	var errs []FieldError
+	if in.Name.Set {
+		errs = append(errs, validateName(in.Name.Value)...)
+	}
+	if in.Metadata.Set {
+		errs = append(errs, validateMetadata(in.Metadata.Value)...)
+	}
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	id, tags := r.param("tenant_id"), ifMatch(r.RequestCtx)
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	rec, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		t := cur.GetTenant()
+		if t == nil {
+			return nil, errNotFound
+		}
+		if err := checkIfMatch(tags, t.Etag); err != nil {
+			return nil, err
+		}
+		if in.Name.Set {
+			t.Name = in.Name.Value
+		}
+		if in.Metadata.Set {
+			t.Metadata = in.Metadata.Value
+		}
+		t.UpdatedAtMs, t.Etag = ms(a.now()), newEtag()
+		return tenantRecord(t), nil
+	})
+	if err != nil {
+		a.writeFailed(r, "tenant "+id, err)
+		return
+	}
+	setEtag(r, rec.GetTenant().Etag)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, tenantJSON(rec.GetTenant()))
+}
+
+// deleteTenant refuses while the tenant still has endpoints or keys:
+// deleting a customer's configuration is done object by object, on purpose.
+func (a *API) deleteTenant(r *request) {
+	id, tags := r.param("tenant_id"), ifMatch(r.RequestCtx)
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	_, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		t := cur.GetTenant()
+		if t == nil {
+			return nil, errNotFound
+		}
+		if err := checkIfMatch(tags, t.Etag); err != nil {
+			return nil, err
+		}
+		if n := len(a.store.TenantObjects(id)); n > 0 {
+			return nil, conflictError{fmt.Sprintf("tenant %s still has %d endpoints or API keys; delete them first", id, n)}
+		}
+		return nil, nil
+	})
+	if err != nil {
+		a.writeFailed(r, "tenant "+id, err)
+		return
+	}
+	r.SetStatusCode(fasthttp.StatusNoContent)
+}
+
+// APIKeyJSON is an API key as the API shows it; Key is set only in the
+// answer that creates it.
+type APIKeyJSON struct {
+	ID      string    `json:"id"`
+	Tenant  string    `json:"tenant"`
+	Name    string    `json:"name"`
+	Prefix  string    `json:"prefix"`
+	Created time.Time `json:"created"`
+	Key     string    `json:"key,omitempty"`
+}
+
+func apiKeyJSON(k *sluicev1.APIKey) APIKeyJSON {
+	return APIKeyJSON{ID: k.Id, Tenant: k.TenantId, Name: k.Name, Prefix: k.Prefix, Created: fromMs(k.CreatedAtMs)}
+}
+
+// APIKeyCreate is the body of POST /v1/tenants/{id}/api-keys.
+type APIKeyCreate struct {
+	Name string `json:"name"`
+}
+
+// newAPIKey makes a key: "sk_" and 32 random bytes, base64url. 256 bits
+// cannot be guessed, and the key is stored only as its SHA-256.
+func newAPIKey() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return "sk_" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (a *API) createAPIKey(r *request) {
+	tenantID := r.param("tenant_id")
+	var in APIKeyCreate
+	if !decodeBody(r.RequestCtx, &in) {
+		return
+	}
+	if errs := validateName(in.Name); len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	if _, ok := a.tenant(tenantID); !ok {
+		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found", "tenant "+tenantID+" does not exist")
+		return
+	}
+	key := newAPIKey()
+	h := hashKey(key)
+	k := &sluicev1.APIKey{Id: ids.New(ids.APIKey), TenantId: tenantID, Name: in.Name, KeyHash: h[:],
+		Prefix: key[:10], CreatedAtMs: ms(a.now()), Etag: newEtag()}
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	if _, err := a.store.Update(ctx, k.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		if cur != nil {
+			return nil, conflictError{"API key " + k.Id + " already exists"}
+		}
+		return apiKeyRecord(k), nil
+	}); err != nil {
+		a.writeFailed(r, "API key "+k.Id, err)
+		return
+	}
+	out := apiKeyJSON(k)
+	out.Key = key
+	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
+}
+
+func (a *API) listAPIKeys(r *request) {
+	tenantID := r.param("tenant_id")
+	limit, after, errs := pageParams(r.RequestCtx)
+	if len(errs) > 0 {
+		invalid(r.RequestCtx, errs)
+		return
+	}
+	if _, ok := a.tenant(tenantID); !ok {
+		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found", "tenant "+tenantID+" does not exist")
+		return
+	}
+	var out []APIKeyJSON
+	for _, rec := range a.store.TenantObjects(tenantID) {
+		if k := rec.GetApiKey(); k != nil {
+			out = append(out, apiKeyJSON(k))
+		}
+	}
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, paginate(out, func(k APIKeyJSON) string { return k.ID }, limit, after))
+}
+
+func (a *API) deleteAPIKey(r *request) {
+	tenantID, keyID := r.param("tenant_id"), r.param("key_id")
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	_, err := a.store.Update(ctx, keyID, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		if k := cur.GetApiKey(); k == nil || k.TenantId != tenantID {
+			return nil, errNotFound
+		}
+		return nil, nil
+	})
+	if err != nil {
+		a.writeFailed(r, "API key "+keyID, err)
+		return
+	}
+	r.SetStatusCode(fasthttp.StatusNoContent)
+}
