@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
 	ingest "github.com/sluicehq/sluice/services/ingest/app"
@@ -41,7 +42,7 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 			}
 			found := false
 			for _, cell := range rows[k.Env] {
-				if strings.ReplaceAll(cell, "<service>", service) == want {
+				if strings.ReplaceAll(cell, "<service>", service) == want || sameDuration(cell, k.Default) {
 					found = true
 				}
 			}
@@ -50,4 +51,12 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 			}
 		}
 	}
+}
+
+// sameDuration reports whether a README cell such as `24h` names the same
+// duration as a default printed the Go way (24h0m0s).
+func sameDuration(cell, def string) bool {
+	a, errA := time.ParseDuration(strings.Trim(cell, "`"))
+	b, errB := time.ParseDuration(def)
+	return errA == nil && errB == nil && a == b
 }

@@ -1,17 +1,21 @@
 // Command sluice-demo is what `make run` shows: it starts a webhook receiver
-// that prints what it is sent, registers an endpoint pointing at it, sends
-// sample events, waits for their webhooks and their attempt rows in
-// ClickHouse, prints both, and keeps receiving until interrupted.
+// that prints what it is sent, creates a tenant, an API key and an endpoint
+// pointing at the receiver through the HTTP API, sends sample events, waits
+// for their webhooks and their attempt rows in ClickHouse, prints both, and
+// keeps receiving until interrupted.
 //
 // Until the events API exists, the demo writes its deliveries straight to
 // the deliveries topic, where the router will write them.
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,13 +29,14 @@ import (
 	"github.com/sluicehq/sluice/loadtest/receiver"
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/config"
-	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/topics"
 )
 
 type settings struct {
+	apiURL       string
+	adminKey     string
 	kafka        kafkax.Config
 	clickhouse   clickhousex.Config
 	topicPrefix  string
@@ -43,6 +48,8 @@ type settings struct {
 func main() {
 	var s settings
 	l := config.NewLoader("sluice-demo", os.LookupEnv)
+	l.String(&s.apiURL, "api-url", "http://127.0.0.1:8080", "base URL of the ingest API")
+	l.String(&s.adminKey, "admin-key", "", "the ingest service's admin key")
 	s.kafka.Register(l, "demo")
 	s.clickhouse.Register(l)
 	l.String(&s.topicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
@@ -76,21 +83,26 @@ func run(ctx context.Context, s settings) error {
 	}
 	defer recv.Close()
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := configstore.Open(ctx, s.kafka, names.Config, log)
-	if err != nil {
+	c := apiClient{base: s.apiURL}
+	var tenant struct{ ID string }
+	if err := c.call(ctx, "POST", "/v1/tenants", s.adminKey, map[string]any{"name": "Demo Inc."}, &tenant); err != nil {
 		return err
 	}
-	defer store.Close()
-	go func() { _ = store.Run(ctx) }()
-	ep := &sluicev1.Endpoint{
-		Id: "ep_demo", TenantId: "ten_demo", Url: recv.URL("demo"), Description: "make run's demo receiver",
-		Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED,
-	}
-	if err := store.Put(ctx, ep.Id, &sluicev1.ConfigRecord{Object: &sluicev1.ConfigRecord_Endpoint{Endpoint: ep}}); err != nil {
+	var key struct{ Key string }
+	if err := c.call(ctx, "POST", "/v1/tenants/"+tenant.ID+"/api-keys", s.adminKey, map[string]any{"name": "demo"}, &key); err != nil {
 		return err
 	}
-	fmt.Printf("endpoint %s → %s registered\n", ep.Id, ep.Url)
+	var ep struct {
+		ID, Tenant, URL string
+		Events          []string
+	}
+	if err := c.call(ctx, "POST", "/v1/endpoints", key.Key, map[string]any{
+		"url": recv.URL("demo"), "description": "make run's demo receiver", "events": []string{"order.*"},
+	}, &ep); err != nil {
+		return err
+	}
+	fmt.Printf("through the API: tenant %s, API key %s…, endpoint %s → %s (events %v)\n",
+		tenant.ID, key.Key[:10], ep.ID, ep.URL, ep.Events)
 
 	producer, err := kafkax.NewProducer(s.kafka)
 	if err != nil {
@@ -101,7 +113,7 @@ func run(ctx context.Context, s settings) error {
 	for i := range s.events {
 		d := &sluicev1.Delivery{
 			SchemaVersion: sluicev1.SchemaVersion, DeliveryId: ids.New(ids.Delivery),
-			TenantId: ep.TenantId, EndpointId: ep.Id, EventId: ids.New(ids.Event), EventType: "order.created",
+			TenantId: ep.Tenant, EndpointId: ep.ID, EventId: ids.New(ids.Event), EventType: "order.created",
 			EventReceivedAtMs: time.Now().UnixMilli(),
 			Data:              fmt.Appendf(nil, `{"order_id":"ord_%d","amount":%d,"currency":"EUR"}`, 1000+i, 1999+i*100),
 			Origin:            sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
@@ -110,7 +122,7 @@ func run(ctx context.Context, s settings) error {
 		if err != nil {
 			return err
 		}
-		if err := producer.ProduceSync(ctx, &kgo.Record{Topic: names.Deliveries, Key: []byte(ep.Id), Value: b}).FirstErr(); err != nil {
+		if err := producer.ProduceSync(ctx, &kgo.Record{Topic: names.Deliveries, Key: []byte(ep.ID), Value: b}).FirstErr(); err != nil {
 			return fmt.Errorf("sending sample event: %w", err)
 		}
 		eventIDs = append(eventIDs, d.EventId)
@@ -124,7 +136,7 @@ func run(ctx context.Context, s settings) error {
 			return fmt.Errorf("the webhooks did not arrive within %v: is the sender running?", s.wait)
 		}
 	}
-	if err := printAttempts(wctx, s.clickhouse, eventIDs); err != nil {
+	if err := printAttempts(wctx, s.clickhouse, ep.Tenant, eventIDs); err != nil {
 		return err
 	}
 	fmt.Println("\nThe demo receiver keeps listening; press Ctrl-C to stop everything.")
@@ -132,17 +144,17 @@ func run(ctx context.Context, s settings) error {
 	return nil
 }
 
-func printAttempts(ctx context.Context, cfg clickhousex.Config, eventIDs []string) error {
+func printAttempts(ctx context.Context, cfg clickhousex.Config, tenant string, eventIDs []string) error {
 	conn, err := clickhousex.Open(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	q := "SELECT event_id, attempt_number, outcome, status_code, latency_us, started_at FROM " + cfg.Database +
-		".attempts FINAL WHERE tenant_id = 'ten_demo' AND has(?, event_id) ORDER BY started_at_us"
+		".attempts FINAL WHERE tenant_id = ? AND has(?, event_id) ORDER BY started_at_us"
 	var lastErr error
 	for {
-		rows, err := conn.Query(ctx, q, eventIDs)
+		rows, err := conn.Query(ctx, q, tenant, eventIDs)
 		lastErr = err
 		if err == nil {
 			type row struct {
@@ -185,4 +197,30 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
+}
+
+// apiClient calls the ingest API with JSON.
+type apiClient struct{ base string }
+
+func (c apiClient) call(ctx context.Context, method, path, key string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+	}
+	return json.Unmarshal(raw, out)
 }
