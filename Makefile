@@ -43,6 +43,10 @@ test-go:
 test-short: ## unit tests only: no Kafka, no ClickHouse
 	@for m in $(MODULES); do (cd $$m && go test -short -count=1 ./...) || exit 1; done
 
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 20s) each
+	@bash dev/fuzz.sh $(MODULES)
+
 .PHONY: bench
 bench: deps ## Go micro-benchmarks of the hot paths (allocations included)
 	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done
