@@ -205,16 +205,26 @@ func (s *Store) applyLocked(r *kgo.Record) {
 	}
 }
 
-func (s *Store) indexLocked(key string, rec *sluicev1.ConfigRecord) {
-	tenant := ""
+// owner is the tenant a record belongs to ("" for tenants themselves) and,
+// for an API key, its hash.
+func owner(rec *sluicev1.ConfigRecord) (tenant string, keyHash *[32]byte) {
 	switch o := rec.Object.(type) {
 	case *sluicev1.ConfigRecord_Endpoint:
-		tenant = o.Endpoint.TenantId
+		return o.Endpoint.TenantId, nil
 	case *sluicev1.ConfigRecord_ApiKey:
-		tenant = o.ApiKey.TenantId
 		if len(o.ApiKey.KeyHash) == 32 {
-			s.keyHash[[32]byte(o.ApiKey.KeyHash)] = key
+			h := [32]byte(o.ApiKey.KeyHash)
+			return o.ApiKey.TenantId, &h
 		}
+		return o.ApiKey.TenantId, nil
+	}
+	return "", nil
+}
+
+func (s *Store) indexLocked(key string, rec *sluicev1.ConfigRecord) {
+	tenant, hash := owner(rec)
+	if hash != nil {
+		s.keyHash[*hash] = key
 	}
 	if tenant != "" {
 		m := s.byTenant[tenant]
@@ -230,15 +240,9 @@ func (s *Store) unindexLocked(key string, rec *sluicev1.ConfigRecord) {
 	if rec == nil {
 		return
 	}
-	tenant := ""
-	switch o := rec.Object.(type) {
-	case *sluicev1.ConfigRecord_Endpoint:
-		tenant = o.Endpoint.TenantId
-	case *sluicev1.ConfigRecord_ApiKey:
-		tenant = o.ApiKey.TenantId
-		if len(o.ApiKey.KeyHash) == 32 {
-			delete(s.keyHash, [32]byte(o.ApiKey.KeyHash))
-		}
+	tenant, hash := owner(rec)
+	if hash != nil {
+		delete(s.keyHash, *hash)
 	}
 	if m := s.byTenant[tenant]; m != nil {
 		delete(m, key)

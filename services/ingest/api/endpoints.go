@@ -202,6 +202,11 @@ func (a *API) createEndpoint(r *request) {
 		if cur != nil {
 			return nil, conflictError{"endpoint " + e.Id + " already exists"}
 		}
+		// The caller's tenant may have been deleted since its key was
+		// checked; here no write can intervene.
+		if _, ok := a.tenant(e.TenantId); !ok {
+			return nil, conflictError{"tenant " + e.TenantId + " no longer exists"}
+		}
 		return endpointRecord(e), nil
 	}); err != nil {
 		a.writeFailed(r, "endpoint "+e.Id, err)

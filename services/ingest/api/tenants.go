@@ -235,9 +235,14 @@ func (a *API) createAPIKey(r *request) {
 		if cur != nil {
 			return nil, conflictError{"API key " + k.Id + " already exists"}
 		}
+		// Checked here, where no write can intervene, so a tenant deleted
+		// a moment ago cannot be left with a key.
+		if _, ok := a.tenant(tenantID); !ok {
+			return nil, errNotFound
+		}
 		return apiKeyRecord(k), nil
 	}); err != nil {
-		a.writeFailed(r, "API key "+k.Id, err)
+		a.writeFailed(r, "tenant "+tenantID, err)
 		return
 	}
 	out := apiKeyJSON(k)
