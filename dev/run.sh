@@ -37,7 +37,7 @@ export SLUICE_CLICKHOUSE_ADDRS="127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT"
 # A local stack seals endpoint secrets with the public development key and
 # gets a fresh admin key each run (printed below); production sets both.
 export SLUICE_INSECURE_DEV_SECRETS_KEY=true
-export SLUICE_ADMIN_KEY=${SLUICE_ADMIN_KEY:-admin_$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
+export SLUICE_ADMIN_KEY=${SLUICE_ADMIN_KEY:-admin_$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}
 
 port=$SLUICE_RUN_OPS_PORT_BASE
 declare -A ops
