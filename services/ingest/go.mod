@@ -4,7 +4,10 @@ go 1.26.0
 
 require (
 	github.com/sluicehq/sluice/pkg v0.0.0
+	github.com/sluicehq/sluice/proto v0.0.0
+	github.com/twmb/franz-go v1.22.2
 	github.com/valyala/fasthttp v1.74.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -30,8 +33,6 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/shopspring/decimal v1.5.0 // indirect
-	github.com/sluicehq/sluice/proto v0.0.0 // indirect
-	github.com/twmb/franz-go v1.22.2 // indirect
 	github.com/twmb/franz-go/pkg/kadm v1.19.0 // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
@@ -45,7 +46,6 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 replace github.com/sluicehq/sluice/proto => ../../proto

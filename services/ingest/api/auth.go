@@ -22,8 +22,13 @@ func hashKey(key string) [32]byte { return sha256.Sum256([]byte(key)) }
 // SHA-256 of the key, not on the key). A missing or unknown key is 401.
 func (a *API) authenticate(ctx *fasthttp.RequestCtx) (principal, bool) {
 	auth := ctx.Request.Header.Peek("Authorization")
-	key, ok := bytes.CutPrefix(auth, []byte("Bearer "))
-	if !ok || len(key) == 0 {
+	// The scheme is case-insensitive (RFC 9110 §11.1).
+	ok := len(auth) > len("Bearer ") && bytes.EqualFold(auth[:len("Bearer ")], []byte("Bearer "))
+	var key []byte
+	if ok {
+		key = auth[len("Bearer "):]
+	}
+	if !ok || len(bytes.TrimSpace(key)) == 0 {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="sluice"`)
 		WriteProblem(ctx, fasthttp.StatusUnauthorized, "unauthorized",
 			"send an API key as Authorization: Bearer <key>")

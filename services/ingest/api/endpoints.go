@@ -1,8 +1,11 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/valyala/fasthttp"
 
@@ -280,12 +283,20 @@ func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error
 		if err := checkIfMatch(tags, e.Etag); err != nil {
 			return nil, err
 		}
+		before := proto.Clone(e)
 		if err := change(e); err != nil {
 			return nil, err
+		}
+		if proto.Equal(before, e) {
+			return nil, unchanged{cur}
 		}
 		e.UpdatedAtMs, e.Etag = ms(a.now()), newEtag()
 		return endpointRecord(e), nil
 	})
+	var same unchanged
+	if errors.As(err, &same) {
+		return same.rec.GetEndpoint(), true
+	}
 	if err != nil {
 		a.writeFailed(r, "endpoint "+id, err)
 		return nil, false
@@ -360,11 +371,13 @@ func (a *API) rotateSecret(r *request) {
 	}
 	grace := a.opts.RotationGrace
 	if in.GracePeriodSeconds != nil {
-		g := time.Duration(*in.GracePeriodSeconds) * time.Second
-		if *in.GracePeriodSeconds < 0 || g > maxRotationGrace {
+		// Compared in seconds: converted first, a large count overflows
+		// time.Duration and wraps into the allowed range.
+		s := *in.GracePeriodSeconds
+		if s < 0 || s > int64(maxRotationGrace/time.Second) {
 			errs = append(errs, FieldError{"grace_period_seconds", fmt.Sprintf("must be from 0 to %d", int64(maxRotationGrace/time.Second))})
 		}
-		grace = g
+		grace = time.Duration(s) * time.Second
 	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)

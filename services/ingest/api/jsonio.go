@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -54,8 +57,14 @@ func (e *FieldDecodeError) Error() string { return e.Field + ": " + e.Detail }
 // DecodeStrict decodes one JSON object from b into dst, refusing unknown
 // fields and anything after the object.
 func DecodeStrict(b []byte, dst any) error {
-	if len(bytes.TrimSpace(b)) == 0 {
+	trimmed := bytes.TrimSpace(b)
+	if len(trimmed) == 0 {
 		return errors.New("the body is empty; send a JSON object")
+	}
+	// null decodes into a struct without an error and without touching it;
+	// every other non-object fails below as a type error.
+	if bytes.Equal(trimmed, []byte("null")) {
+		return errors.New("the body must be a JSON object, not null")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -89,6 +98,37 @@ func DecodeStrict(b []byte, dst any) error {
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("invalid JSON: data after the object")
+	}
+	return exactNames(b, dst)
+}
+
+// exactNames refuses members named like a field only in another case,
+// which encoding/json accepts: "URL" would set url, so {"url":…,"URL":…}
+// would be one request to us and another to a proxy reading the documented
+// names.
+func exactNames(b []byte, dst any) error {
+	t := reflect.TypeOf(dst)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(b, &members); err != nil {
+		return fmt.Errorf("invalid JSON: %v", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		known := false
+		for i := range t.NumField() {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); tag == name {
+				known = true
+				break
+			}
+		}
+		if !known {
+			return &FieldDecodeError{Field: name, Detail: "unknown field"}
+		}
 	}
 	return nil
 }
@@ -130,9 +170,11 @@ type Optional[T any] struct {
 	Value T
 }
 
-// UnmarshalJSON is only called when the key is present.
+// UnmarshalJSON is only called when the key is present. It starts from
+// scratch each time, so a repeated key counts only by its last value, as
+// for every other field (a null before a value must not stick).
 func (o *Optional[T]) UnmarshalJSON(b []byte) error {
-	o.Set = true
+	*o = Optional[T]{Set: true}
 	if string(b) == "null" {
 		o.Null = true
 		return nil

@@ -3,8 +3,11 @@ package api
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/valyala/fasthttp"
 
@@ -140,15 +143,23 @@ func (a *API) patchTenant(r *request) {
 		if err := checkIfMatch(tags, t.Etag); err != nil {
 			return nil, err
 		}
+		before := proto.Clone(t)
 		if in.Name.Set {
 			t.Name = in.Name.Value
 		}
 		if in.Metadata.Set {
 			t.Metadata = in.Metadata.Value
 		}
+		if proto.Equal(before, t) {
+			return nil, unchanged{cur}
+		}
 		t.UpdatedAtMs, t.Etag = ms(a.now()), newEtag()
 		return tenantRecord(t), nil
 	})
+	var same unchanged
+	if errors.As(err, &same) {
+		rec, err = same.rec, nil
+	}
 	if err != nil {
 		a.writeFailed(r, "tenant "+id, err)
 		return

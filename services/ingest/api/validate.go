@@ -97,7 +97,7 @@ func validateMetadata(md map[string]string) []FieldError {
 	var errs []FieldError
 	for k, v := range md {
 		if k == "" || len(k) > maxMetadataKey {
-			errs = append(errs, FieldError{"metadata", fmt.Sprintf("key %q must be 1 to %d bytes", trunc(k), maxMetadataKey)})
+			errs = append(errs, FieldError{"metadata." + trunc(k), fmt.Sprintf("key must be 1 to %d bytes", maxMetadataKey)})
 		}
 		if len(v) > maxMetadataValue {
 			errs = append(errs, FieldError{"metadata." + trunc(k), fmt.Sprintf("is %d bytes, at most %d", len(v), maxMetadataValue)})

@@ -17,6 +17,12 @@ var (
 	errStale    = errors.New("stale etag")
 )
 
+// unchanged stops a write that would change nothing; the current record is
+// the answer.
+type unchanged struct{ rec *sluicev1.ConfigRecord }
+
+func (unchanged) Error() string { return "unchanged" }
+
 // conflictError refuses a write that would leave things inconsistent.
 type conflictError struct{ detail string }
 
@@ -37,8 +43,12 @@ func ifMatch(ctx *fasthttp.RequestCtx) []string {
 	var tags []string
 	for _, t := range strings.Split(string(h), ",") {
 		t = strings.TrimSpace(t)
-		t = strings.TrimPrefix(t, "W/")
-		tags = append(tags, strings.Trim(t, `"`))
+		// If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never
+		// matches, so it is kept as is and cannot equal an etag.
+		if !strings.HasPrefix(t, "W/") {
+			t = strings.Trim(t, `"`)
+		}
+		tags = append(tags, t)
 	}
 	return tags
 }
