@@ -133,13 +133,21 @@ func Open(ctx context.Context, kcfg kafkax.Config, topic string, log *slog.Logge
 // Close releases the Kafka client. Run must have returned.
 func (s *Store) Close() { s.cl.Close() }
 
-// Watch registers fn to be called, in log order and under the store's lock,
-// for every write applied from now on. fn must be quick and must not call
-// the Store.
-func (s *Store) Watch(fn func(Change)) {
+// Subscribe returns a snapshot of every object and registers fn to be
+// called, in log order and under the store's lock, for every write applied
+// after that snapshot — atomically, so an index built from the snapshot and
+// kept up by fn misses nothing and sees nothing twice. The snapshot's
+// records are shared: do not modify them. fn must be quick and must not
+// call the Store.
+func (s *Store) Subscribe(fn func(Change)) map[string]*sluicev1.ConfigRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	snap := make(map[string]*sluicev1.ConfigRecord, len(s.objects))
+	for k, v := range s.objects {
+		snap[k] = v
+	}
 	s.watchers = append(s.watchers, fn)
+	return snap
 }
 
 // Run applies records until ctx is done.
