@@ -329,24 +329,14 @@ func (a *API) patchEndpoint(r *request) {
 }
 
 func (a *API) deleteEndpoint(r *request) {
-	id, tags, tenant := r.param("endpoint_id"), ifMatch(r.RequestCtx), r.caller.tenant
-	ctx, cancel := a.writeCtx()
-	defer cancel()
-	_, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+	tags, tenant := ifMatch(r.RequestCtx), r.caller.tenant
+	a.deleteObject(r, r.param("endpoint_id"), "endpoint", func(cur *sluicev1.ConfigRecord) error {
 		e := cur.GetEndpoint()
 		if e == nil || e.TenantId != tenant {
-			return nil, errNotFound
+			return errNotFound
 		}
-		if err := checkIfMatch(tags, e.Etag); err != nil {
-			return nil, err
-		}
-		return nil, nil
+		return checkIfMatch(tags, e.Etag)
 	})
-	if err != nil {
-		a.writeFailed(r, "endpoint "+id, err)
-		return
-	}
-	r.SetStatusCode(fasthttp.StatusNoContent)
 }
 
 // RotateSecret is the body of POST /v1/endpoints/{id}/rotate-secret; both

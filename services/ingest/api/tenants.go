@@ -172,26 +172,19 @@ func (a *API) patchTenant(r *request) {
 // deleting a customer's configuration is done object by object, on purpose.
 func (a *API) deleteTenant(r *request) {
 	id, tags := r.param("tenant_id"), ifMatch(r.RequestCtx)
-	ctx, cancel := a.writeCtx()
-	defer cancel()
-	_, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+	a.deleteObject(r, id, "tenant", func(cur *sluicev1.ConfigRecord) error {
 		t := cur.GetTenant()
 		if t == nil {
-			return nil, errNotFound
+			return errNotFound
 		}
 		if err := checkIfMatch(tags, t.Etag); err != nil {
-			return nil, err
+			return err
 		}
 		if n := len(a.store.TenantObjects(id)); n > 0 {
-			return nil, conflictError{fmt.Sprintf("tenant %s still has %d endpoints or API keys; delete them first", id, n)}
+			return conflictError{fmt.Sprintf("tenant %s still has %d endpoints or API keys; delete them first", id, n)}
 		}
-		return nil, nil
+		return nil
 	})
-	if err != nil {
-		a.writeFailed(r, "tenant "+id, err)
-		return
-	}
-	r.SetStatusCode(fasthttp.StatusNoContent)
 }
 
 // APIKeyJSON is an API key as the API shows it; Key is set only in the
@@ -282,18 +275,11 @@ func (a *API) listAPIKeys(r *request) {
 }
 
 func (a *API) deleteAPIKey(r *request) {
-	tenantID, keyID := r.param("tenant_id"), r.param("key_id")
-	ctx, cancel := a.writeCtx()
-	defer cancel()
-	_, err := a.store.Update(ctx, keyID, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+	tenantID := r.param("tenant_id")
+	a.deleteObject(r, r.param("key_id"), "API key", func(cur *sluicev1.ConfigRecord) error {
 		if k := cur.GetApiKey(); k == nil || k.TenantId != tenantID {
-			return nil, errNotFound
+			return errNotFound
 		}
-		return nil, nil
+		return nil
 	})
-	if err != nil {
-		a.writeFailed(r, "API key "+keyID, err)
-		return
-	}
-	r.SetStatusCode(fasthttp.StatusNoContent)
 }

@@ -90,6 +90,20 @@ func (a *API) writeFailed(r *request, what string, err error) {
 	}
 }
 
+// deleteObject deletes the object under id once check accepts its current
+// version (checked where no other write can intervene) and answers 204.
+func (a *API) deleteObject(r *request, id, what string, check func(cur *sluicev1.ConfigRecord) error) {
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	if _, err := a.store.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		return nil, check(cur)
+	}); err != nil {
+		a.writeFailed(r, what+" "+id, err)
+		return
+	}
+	r.SetStatusCode(fasthttp.StatusNoContent)
+}
+
 // setEtag sends the object's entity tag.
 func setEtag(r *request, etag string) { r.Response.Header.Set("ETag", `"`+etag+`"`) }
 
