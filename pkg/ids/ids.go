@@ -27,11 +27,26 @@ func New(prefix string) string { return NewAt(prefix, time.Now()) }
 
 // NewAt returns prefix_ULID for time t.
 func NewAt(prefix string, t time.Time) string {
+	var entropy [10]byte
+	_, _ = rand.Read(entropy[:]) // crypto/rand.Read never fails on Linux
+	return At(prefix, t, entropy)
+}
+
+// At returns prefix_ULID of time t and the given 80 bits: deterministic
+// ids that still sort by time, such as one derived from a record's place in
+// a log and its timestamp.
+func At(prefix string, t time.Time, entropy [10]byte) string {
 	var b [16]byte
 	ms := uint64(t.UnixMilli())
 	binary.BigEndian.PutUint16(b[0:2], uint16(ms>>32))
 	binary.BigEndian.PutUint32(b[2:6], uint32(ms))
-	_, _ = rand.Read(b[6:]) // crypto/rand.Read never fails on Linux
+	copy(b[6:], entropy[:])
+	return FromBytes(prefix, b)
+}
+
+// FromBytes returns prefix_ and the 128 bits of b in the ids' alphabet, for
+// ids that are a hash rather than a ULID.
+func FromBytes(prefix string, b [16]byte) string {
 	out := make([]byte, 0, len(prefix)+1+26)
 	out = append(out, prefix...)
 	out = append(out, '_')

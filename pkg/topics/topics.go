@@ -30,6 +30,9 @@ type Names struct {
 	Dead           string
 	Attempts       string
 	EventLog       string
+	// Dedup is the router's changelog of event ids seen: compacted, with
+	// as many partitions as Events, each marker on its event's partition.
+	Dedup string
 	// Retry holds one topic per entry of RetryTiers, in the same order.
 	Retry []string
 }
@@ -44,6 +47,7 @@ func NewNames(prefix string) Names {
 		Dead:           prefix + "dead",
 		Attempts:       prefix + "attempts",
 		EventLog:       prefix + "eventlog",
+		Dedup:          prefix + "dedup",
 	}
 	for _, d := range RetryTiers {
 		n.Retry = append(n.Retry, prefix+"retry."+TierName(d))
@@ -53,7 +57,7 @@ func NewNames(prefix string) Names {
 
 // All lists every topic name.
 func (n Names) All() []string {
-	return append([]string{n.Events, n.EventsRejected, n.Config, n.Deliveries, n.Dead, n.Attempts, n.EventLog}, n.Retry...)
+	return append([]string{n.Events, n.EventsRejected, n.Config, n.Deliveries, n.Dead, n.Attempts, n.EventLog, n.Dedup}, n.Retry...)
 }
 
 // TierName is a delay written the short way: 5s, 5m, 2h.
@@ -113,6 +117,9 @@ const (
 	// The logwriter drains these in seconds; three days survive a long
 	// ClickHouse outage.
 	logRetention = 3 * day
+	// Dedup markers only matter within the dedup window (24 h by default,
+	// at most 7 days); kept a week.
+	dedupRetention = 7 * day
 )
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
@@ -123,15 +130,30 @@ func Specs(n Names, p Partitions, rf int16) []kafkax.TopicSpec {
 		return kafkax.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: rf,
 			Configs: map[string]string{"cleanup.policy": "delete", "retention.ms": ms(retention)}}
 	}
+	events := del(n.Events, p.Events, eventsRetention)
+	// The broker stamps each event as it is appended: a producer's clock
+	// (or a forged CreateTime) cannot place an event in another day of
+	// the log or outside the retention window.
+	events.Configs["message.timestamp.type"] = "LogAppendTime"
+	rejected := del(n.EventsRejected, p.Events, eventsRetention)
+	// A rejected copy is the original plus its reason headers; room for a
+	// largest possible original (1 MiB, the broker default) plus 64 KiB of
+	// headers, so a copy never fails to produce and stalls the router.
+	rejected.Configs["max.message.bytes"] = strconv.Itoa(1<<20 + 64<<10)
 	specs := []kafkax.TopicSpec{
-		del(n.Events, p.Events, eventsRetention),
-		del(n.EventsRejected, p.Events, eventsRetention),
+		events,
+		rejected,
 		{Name: n.Config, Partitions: 1, ReplicationFactor: rf,
 			Configs: map[string]string{"cleanup.policy": "compact"}},
 		del(n.Deliveries, p.Deliveries, deliveryRetention),
 		del(n.Dead, p.Dead, deadRetention),
 		del(n.Attempts, p.Attempts, logRetention),
 		del(n.EventLog, p.EventLog, logRetention),
+		// Compacted so a rebuild reads one marker per event id, and deleted
+		// after dedupRetention so the topic does not grow forever; the
+		// router ignores markers older than its window anyway.
+		{Name: n.Dedup, Partitions: p.Events, ReplicationFactor: rf,
+			Configs: map[string]string{"cleanup.policy": "compact,delete", "retention.ms": ms(dedupRetention)}},
 	}
 	for _, r := range n.Retry {
 		specs = append(specs, del(r, p.Retry, deliveryRetention))

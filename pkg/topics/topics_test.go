@@ -42,11 +42,16 @@ func TestSpecs(t *testing.T) {
 			t.Errorf("%s: replication factor %d", s.Name, s.ReplicationFactor)
 		}
 		policy := s.Configs["cleanup.policy"]
-		if s.Name == n.Config {
+		switch {
+		case s.Name == n.Config:
 			if policy != "compact" || s.Partitions != 1 {
 				t.Errorf("config topic: policy %q, %d partitions; want compact, 1", policy, s.Partitions)
 			}
-		} else if policy != "delete" {
+		case s.Name == n.Dedup:
+			if policy != "compact,delete" || s.Partitions != topics.DefaultPartitions().Events {
+				t.Errorf("dedup topic: policy %q, %d partitions; want compact,delete and as many as events", policy, s.Partitions)
+			}
+		case policy != "delete":
 			t.Errorf("%s: cleanup.policy %q, want delete", s.Name, policy)
 		}
 	}

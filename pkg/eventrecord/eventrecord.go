@@ -1,0 +1,437 @@
+// Package eventrecord is the contract of records on the events topic
+// (sluice.events, DESIGN §3) and the one decoder the router reads them with.
+//
+// Two kinds of producer write the topic. The ingest HTTP API writes a
+// protobuf sluicev1.Event (FromHTTP) with header sluice-encoding: protobuf
+// and, for tools such as kcat that do not speak protobuf, the tenant, type
+// and id duplicated as headers. External Kafka producers write the JSON
+// contract below. Decode reads both.
+//
+// # JSON contract
+//
+// The value is the event's data: one JSON object in UTF-8 of at most 256 KiB
+// (DefaultMaxDataBytes), kept byte for byte. Headers say the rest; their
+// names are case-sensitive and each may appear once:
+//
+//	sluice-tenant    required  tenant id: 1-64 bytes of A-Z a-z 0-9 _ -
+//	sluice-type      required  event type such as order.created (package eventfilter)
+//	sluice-id        optional  event id: 1-128 bytes of A-Z a-z 0-9 _ . : -, not starting
+//	                           with '.'; receivers dedupe on it (webhook-id). Without it
+//	                           the id is derived from the record's position (DerivedID).
+//	sluice-encoding  optional  absent or json
+//
+// The key should be tenant/id (Key), so that copies of one event land on one
+// partition, where the router drops them as duplicates. The record's
+// timestamp becomes the event's received time.
+//
+//	echo '{"order_id":"o_123","total":4200}' | kcat -P -b localhost:9092 -t sluice.events \
+//	  -k ten_01JD3K6Z8WQ4V0M5T7E9RXN2BC/order-o_123-created \
+//	  -H sluice-tenant=ten_01JD3K6Z8WQ4V0M5T7E9RXN2BC \
+//	  -H sluice-type=order.created -H sluice-id=order-o_123-created
+//
+// # Rejected records
+//
+// A record that is not an event is not dropped: the router copies it to the
+// rejected topic (sluice.events.rejected) with Rejected, which adds the
+// reason Decode gave as header sluice-reject-reason and the original's
+// position as sluice-source.
+package eventrecord
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluicehq/sluice/pkg/eventfilter"
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+)
+
+// Header names of the contract. Kafka header names are case-sensitive.
+const (
+	HeaderTenant = "sluice-tenant" // required for JSON records
+	HeaderType   = "sluice-type"   // required for JSON records
+	HeaderID     = "sluice-id"     // optional
+	// HeaderEncoding is "protobuf" on records the HTTP API writes; absent or
+	// "json" for the JSON contract.
+	HeaderEncoding = "sluice-encoding"
+	// HeaderReason and HeaderSource are on copies in the rejected topic: why
+	// the record was rejected, and where the original sits
+	// ("<topic>/<partition>/<offset>").
+	HeaderReason = "sluice-reject-reason"
+	HeaderSource = "sluice-source"
+)
+
+// Values of HeaderEncoding.
+const (
+	EncodingProtobuf = "protobuf"
+	EncodingJSON     = "json"
+)
+
+// DefaultMaxDataBytes bounds the JSON data of one event: 256 KiB, the bound
+// of common webhook providers, keeps a full fan-out batch far below Kafka's
+// default 1 MiB message limit on the deliveries topic.
+const DefaultMaxDataBytes = 256 << 10
+
+// Limits are the bounds of a decoded event.
+type Limits struct {
+	// MaxDataBytes bounds the event's data, counted as the bytes of the
+	// JSON-contract value or of the protobuf data field. Zero or less means
+	// DefaultMaxDataBytes, so the zero Limits is the default.
+	MaxDataBytes int
+}
+
+func (l Limits) maxData() int {
+	if l.MaxDataBytes <= 0 {
+		return DefaultMaxDataBytes
+	}
+	return l.MaxDataBytes
+}
+
+// RejectError says why a record is not an event. The record is not retried:
+// the same bytes would be rejected again, so the router copies it to the
+// rejected topic and moves on.
+type RejectError struct {
+	// Reason is one line naming the header or field at fault, for the log
+	// and for header sluice-reject-reason.
+	Reason string
+}
+
+func (e *RejectError) Error() string { return "event record rejected: " + e.Reason }
+
+// reject builds a RejectError whose reason is guaranteed one line.
+func reject(format string, args ...any) *RejectError {
+	return &RejectError{Reason: oneLine(fmt.Sprintf(format, args...))}
+}
+
+// FromHTTP builds the record the HTTP API produces for e, to topic (empty
+// leaves the topic to the client's kgo.DefaultProduceTopic).
+//
+// It completes e first, so that e is exactly what Decode will return: it sets
+// e.SchemaVersion to sluicev1.SchemaVersion, e.Source to HTTP and, if zero,
+// e.ReceivedAtMs to now. The record's timestamp is e.ReceivedAtMs, its key
+// Key(tenant, id), and its headers duplicate tenant, type and id beside
+// sluice-encoding: protobuf.
+//
+// e is checked as Decode checks it, except for the size of e.Data, which the
+// API bounds with its request limit; an invalid e gives a *RejectError whose
+// reason names the field (tenant_id, event_id, type, data), for a 400.
+func FromHTTP(topic string, e *sluicev1.Event) (*kgo.Record, error) {
+	e.SchemaVersion = sluicev1.SchemaVersion
+	e.Source = sluicev1.EventSource_EVENT_SOURCE_HTTP
+	if e.ReceivedAtMs == 0 {
+		e.ReceivedAtMs = time.Now().UnixMilli()
+	}
+	if reason := checkEvent(e, "", math.MaxInt); reason != "" {
+		return nil, &RejectError{Reason: reason}
+	}
+	v, err := proto.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encoding event %s/%s: %w", e.TenantId, e.EventId, err)
+	}
+	return &kgo.Record{
+		Topic:     topic,
+		Key:       Key(e.TenantId, e.EventId),
+		Value:     v,
+		Timestamp: time.UnixMilli(e.ReceivedAtMs),
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderTenant, Value: []byte(e.TenantId)},
+			{Key: HeaderType, Value: []byte(e.Type)},
+			{Key: HeaderID, Value: []byte(e.EventId)},
+			{Key: HeaderEncoding, Value: []byte(EncodingProtobuf)},
+		},
+	}, nil
+}
+
+// header is one contract header of a record as Decode found it.
+type header struct {
+	value   []byte
+	present bool
+}
+
+// contractHeaders are the contract headers of one record.
+type contractHeaders struct {
+	tenant, typ, id, encoding header
+}
+
+// Decode turns a record of either kind into a validated event, or returns a
+// *RejectError saying why it is not one. Any contract header that appears
+// more than once is rejected as ambiguous; other headers are ignored.
+//
+// A protobuf record (sluice-encoding: protobuf) must have schema_version
+// sluicev1.SchemaVersion, a known source, and a valid tenant, id, type and
+// data; its contract headers are optional but, when present, must agree with
+// the value. A zero received_at_ms is taken from the record's timestamp.
+//
+// A JSON record is read as the package documentation describes: source
+// KAFKA, received_at_ms the record's timestamp. The event's Data is r.Value
+// itself, not a copy: do not reuse or recycle r (kgo.Record.Recycle) while
+// the event is in use.
+func Decode(r *kgo.Record, lim Limits) (*sluicev1.Event, error) {
+	var h contractHeaders
+	for i := range r.Headers {
+		var slot *header
+		switch r.Headers[i].Key {
+		case HeaderTenant:
+			slot = &h.tenant
+		case HeaderType:
+			slot = &h.typ
+		case HeaderID:
+			slot = &h.id
+		case HeaderEncoding:
+			slot = &h.encoding
+		default:
+			continue
+		}
+		if slot.present {
+			return nil, reject("header %s repeated", r.Headers[i].Key)
+		}
+		*slot = header{value: r.Headers[i].Value, present: true}
+	}
+	var (
+		e      *sluicev1.Event
+		reason string
+	)
+	switch enc := h.encoding.value; {
+	case !h.encoding.present || string(enc) == EncodingJSON:
+		e, reason = decodeJSON(r, &h, lim.maxData())
+	case string(enc) == EncodingProtobuf:
+		e, reason = decodeProtobuf(r, &h, lim.maxData())
+	default:
+		reason = fmt.Sprintf("unknown %s %s, want %s or %s", HeaderEncoding, quote(string(enc)), EncodingJSON, EncodingProtobuf)
+	}
+	if reason != "" {
+		return nil, &RejectError{Reason: oneLine(reason)}
+	}
+	return e, nil
+}
+
+// decodeJSON reads a record of the JSON contract. It returns the event or a
+// reason.
+func decodeJSON(r *kgo.Record, h *contractHeaders, maxData int) (*sluicev1.Event, string) {
+	if !h.tenant.present {
+		return nil, missing(r, HeaderTenant)
+	}
+	if !h.typ.present {
+		return nil, missing(r, HeaderType)
+	}
+	tenant := string(h.tenant.value)
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, "header " + HeaderTenant + ": " + err.Error()
+	}
+	typ := string(h.typ.value)
+	if err := eventfilter.ValidateType(typ); err != nil {
+		return nil, "header " + HeaderType + ": " + err.Error()
+	}
+	var id string
+	if h.id.present {
+		id = string(h.id.value)
+		if err := ValidateID(id); err != nil {
+			return nil, "header " + HeaderID + ": " + err.Error()
+		}
+	} else {
+		id = DerivedID(r.Topic, r.Partition, r.Offset, r.Timestamp)
+	}
+	if reason := checkData(r.Value, maxData); reason != "" {
+		return nil, "value " + reason
+	}
+	return &sluicev1.Event{
+		SchemaVersion: sluicev1.SchemaVersion,
+		TenantId:      tenant,
+		EventId:       id,
+		Type:          typ,
+		Data:          r.Value,
+		ReceivedAtMs:  r.Timestamp.UnixMilli(),
+		Source:        sluicev1.EventSource_EVENT_SOURCE_KAFKA,
+	}, ""
+}
+
+// missing says that a required header is absent and, if the record has it in
+// another case (Sluice-Tenant), that names are case-sensitive: the usual
+// mistake behind it.
+func missing(r *kgo.Record, name string) string {
+	for _, hd := range r.Headers {
+		if strings.EqualFold(hd.Key, name) {
+			return fmt.Sprintf("header %s missing (found %s; header names are case-sensitive)", name, quote(hd.Key))
+		}
+	}
+	return "header " + name + " missing"
+}
+
+// decodeProtobuf reads a record the HTTP API wrote. It returns the event or a
+// reason.
+func decodeProtobuf(r *kgo.Record, h *contractHeaders, maxData int) (*sluicev1.Event, string) {
+	if len(r.Value) == 0 {
+		return nil, "value is empty, want a protobuf sluice.v1.Event"
+	}
+	e := new(sluicev1.Event)
+	if err := proto.Unmarshal(r.Value, e); err != nil {
+		return nil, "value is not a protobuf sluice.v1.Event: " + err.Error()
+	}
+	if e.SchemaVersion != sluicev1.SchemaVersion {
+		return nil, fmt.Sprintf("protobuf event of unknown schema version %d (this build reads %d)", e.SchemaVersion, sluicev1.SchemaVersion)
+	}
+	if reason := checkEvent(e, "protobuf ", maxData); reason != "" {
+		return nil, reason
+	}
+	for _, c := range [...]struct {
+		name, field string
+		h           header
+		want        string
+	}{
+		{HeaderTenant, "tenant_id", h.tenant, e.TenantId},
+		{HeaderType, "type", h.typ, e.Type},
+		{HeaderID, "event_id", h.id, e.EventId},
+	} {
+		if c.h.present && string(c.h.value) != c.want {
+			return nil, fmt.Sprintf("header %s %s disagrees with protobuf %s %s", c.name, quote(string(c.h.value)), c.field, quote(c.want))
+		}
+	}
+	if e.ReceivedAtMs == 0 {
+		e.ReceivedAtMs = r.Timestamp.UnixMilli()
+	}
+	return e, ""
+}
+
+// checkEvent checks the fields of a protobuf event and returns what is wrong,
+// naming the field after prefix, or "".
+func checkEvent(e *sluicev1.Event, prefix string, maxData int) string {
+	if err := ValidateTenant(e.TenantId); err != nil {
+		return prefix + "tenant_id: " + err.Error()
+	}
+	if err := ValidateID(e.EventId); err != nil {
+		return prefix + "event_id: " + err.Error()
+	}
+	if err := eventfilter.ValidateType(e.Type); err != nil {
+		return prefix + "type: " + err.Error()
+	}
+	if _, known := sluicev1.EventSource_name[int32(e.Source)]; !known || e.Source == sluicev1.EventSource_EVENT_SOURCE_UNSPECIFIED {
+		return fmt.Sprintf("%ssource %d is not a known event source", prefix, e.Source)
+	}
+	if reason := checkData(e.Data, maxData); reason != "" {
+		return prefix + "data " + reason
+	}
+	return ""
+}
+
+// checkData returns what keeps data from being the data of an event — one
+// JSON object in UTF-8 of at most maxData bytes — completing the sentence
+// "value …", or "". Whitespace around the object is allowed and kept.
+//
+// A JSON text whose first non-space byte is '{' and that json.Valid accepts
+// is an object, so one scan decides; utf8.Valid is the second, because
+// encoding/json accepts invalid UTF-8 inside strings and receivers may not.
+// Only a rejected value costs more, to name the problem.
+func checkData(data []byte, maxData int) string {
+	if len(data) > maxData {
+		return fmt.Sprintf("is %d bytes, at most %d", len(data), maxData)
+	}
+	i := 0
+	for i < len(data) && isSpace(data[i]) {
+		i++
+	}
+	switch {
+	case len(data) == 0:
+		return "is empty, want a JSON object"
+	case i == len(data):
+		return "is only whitespace, want a JSON object"
+	}
+	if !json.Valid(data) {
+		return "is not valid JSON: " + syntaxError(data)
+	}
+	switch data[i] {
+	case '{':
+	case '[':
+		return "is a JSON array, not an object"
+	case '"':
+		return "is a JSON string, not an object"
+	case 't', 'f':
+		return "is a JSON boolean, not an object"
+	case 'n':
+		return "is JSON null, not an object"
+	default:
+		return "is a JSON number, not an object"
+	}
+	if !utf8.Valid(data) {
+		return fmt.Sprintf("is not valid UTF-8 (byte %d)", invalidUTF8At(data))
+	}
+	return ""
+}
+
+// isSpace reports whether c is JSON whitespace (RFC 8259 §2).
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// syntaxError says why json.Valid refused data, with the byte offset.
+func syntaxError(data []byte) string {
+	var raw json.RawMessage
+	err := json.Unmarshal(data, &raw)
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("%s (byte %d)", se.Error(), se.Offset)
+	case err != nil:
+		return err.Error()
+	default:
+		return "rejected by the JSON scanner" // not reached: Valid and Unmarshal share one scanner
+	}
+}
+
+// invalidUTF8At is the offset of the first byte of data that does not start
+// a valid UTF-8 sequence, or len(data).
+func invalidUTF8At(data []byte) int {
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return i
+		}
+		i += size
+	}
+	return len(data)
+}
+
+// Rejected returns the copy of r for the rejected topic: r's key, value,
+// timestamp and headers (sharing their bytes with r), plus HeaderReason with
+// reason made one line and HeaderSource with "<topic>/<partition>/<offset>"
+// of r. An earlier reason or source header — a rejected copy written back to
+// the events topic — is replaced, so the copy carries one of each.
+func Rejected(topic string, r *kgo.Record, reason string) *kgo.Record {
+	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+2)
+	for _, h := range r.Headers {
+		if h.Key != HeaderReason && h.Key != HeaderSource {
+			hs = append(hs, h)
+		}
+	}
+	hs = append(hs,
+		kgo.RecordHeader{Key: HeaderReason, Value: []byte(oneLine(reason))},
+		kgo.RecordHeader{Key: HeaderSource, Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)},
+	)
+	return &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: hs}
+}
+
+// oneLine makes s one line of valid UTF-8 for a log field or a header: every
+// control character becomes a space and invalid bytes become U+FFFD. Reasons
+// quote what they show, so this only guards against a future one that does
+// not.
+func oneLine(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
+}
+
+// isControl reports whether r would break a line or is invisible control:
+// C0, DEL, C1 and the Unicode line and paragraph separators.
+func isControl(r rune) bool {
+	return r < 0x20 || r == 0x7f || (0x80 <= r && r < 0xa0) || r == '\u2028' || r == '\u2029'
+}
