@@ -179,7 +179,7 @@ func TestRouterFansOutOnceAndParksAndRejects(t *testing.T) {
 		event(ev, "ten_a", "order.created", "evt_1", `{"n":1}`), // a producer's retry
 		event(ev, "ten_a", "invoice.paid", "evt_2", `{"n":2}`),
 		event(ev, "ten_b", "order.created", "evt_3", `{"n":3}`),
-		event(ev, "ten_a", "user.created", "evt_4", `{}`), // only the catch-all wants it
+		event(ev, "ten_a", "user.created", "evt_4", `{}`),   // only the catch-all wants it
 		event(ev, "ten_a", "order..created", "evt_5", `{}`), // malformed type
 	)
 	s := waitRouted(t, r, 6)
