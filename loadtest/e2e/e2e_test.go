@@ -6,11 +6,12 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	ingest "github.com/sluicehq/sluice/services/ingest/app"
 	logwriter "github.com/sluicehq/sluice/services/logwriter/app"
 	sender "github.com/sluicehq/sluice/services/sender/app"
 )
@@ -76,10 +78,16 @@ func putEndpoint(t *testing.T, k *testenv.Kafka, ep *sluicev1.Endpoint) {
 	}
 }
 
-// TestFirstThread: deliveries produced to sluice.deliveries for an endpoint
-// whose URL is a receiver on 127.0.0.1 all reach the receiver, and each
-// attempt lands in ClickHouse as exactly one row.
-func TestFirstThread(t *testing.T) {
+// TestEventsFlowEndToEnd: events published to sluice.events in the Kafka
+// producer contract — by a Go producer and by kcat, with producer retries
+// among them — are routed, delivered to a receiver on 127.0.0.1 exactly
+// once each, and land in ClickHouse as one attempt row and one event row
+// each.
+func TestEventsFlowEndToEnd(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatalf("kcat is needed (dev/install.sh installs it): %v", err)
+	}
 	k := testenv.NewKafka(t)
 	ch := testenv.NewClickHouse(t)
 	recv, err := receiver.Start("127.0.0.1:0")
@@ -88,8 +96,9 @@ func TestFirstThread(t *testing.T) {
 	}
 	t.Cleanup(func() { recv.Close() })
 
-	ep := &sluicev1.Endpoint{Id: ids.New(ids.Endpoint), TenantId: "ten_test", Url: recv.URL("first"),
-		Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED}
+	const tenant = "ten_test"
+	ep := &sluicev1.Endpoint{Id: ids.New(ids.Endpoint), TenantId: tenant, Url: recv.URL("first"),
+		EventTypes: []string{"order.*"}, Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED}
 	putEndpoint(t, k, ep)
 
 	common := env{
@@ -115,38 +124,47 @@ func TestFirstThread(t *testing.T) {
 		"SLUICE_BATCH_WAIT":          "200ms",
 	}))
 	start(t, "sender", sender.LoadConfig, sender.Run, with(env{"SLUICE_GROUP": k.Prefix + "sender"}))
+	start(t, "ingest", ingest.LoadConfig, ingest.Run, with(env{
+		"SLUICE_API_ADDR":                 "127.0.0.1:0",
+		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
+		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
+	}))
 
 	const n = 200
+	var eventIDs []string
+	var recs []*kgo.Record
+	for i := range n {
+		id := fmt.Sprintf("evt_go_%03d", i)
+		eventIDs = append(eventIDs, id)
+		recs = append(recs, contractRecord(k.Names.Events, tenant, "order.created", id, fmt.Sprintf(`{"order":%d}`, i)))
+		if i%10 == 0 { // a producer retrying: the same event again
+			recs = append(recs, contractRecord(k.Names.Events, tenant, "order.created", id, fmt.Sprintf(`{"order":%d}`, i)))
+		}
+	}
+	// Not subscribed: routed to nothing, logged with a fan-out of 0.
+	recs = append(recs, contractRecord(k.Names.Events, tenant, "invoice.paid", "evt_unrouted", `{}`))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
 	producer, err := kafkax.NewProducer(k.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer producer.Close()
-	var eventIDs []string
-	var recs []*kgo.Record
-	for i := range n {
-		d := &sluicev1.Delivery{
-			SchemaVersion: sluicev1.SchemaVersion, DeliveryId: ids.New(ids.Delivery),
-			TenantId: ep.TenantId, EndpointId: ep.Id, EventId: ids.New(ids.Event),
-			EventType: "order.created", EventReceivedAtMs: time.Now().UnixMilli(),
-			Data:   []byte(fmt.Sprintf(`{"order":%d}`, i)),
-			Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
-		}
-		b, err := proto.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		eventIDs = append(eventIDs, d.EventId)
-		recs = append(recs, &kgo.Record{Topic: k.Names.Deliveries, Key: []byte(d.EndpointId), Value: b})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	// The README's kcat example, as a user would run it.
+	cmd := exec.CommandContext(ctx, kcat, "-P", "-b", k.Config.Brokers[0], "-t", k.Names.Events,
+		"-k", tenant+"/evt_kcat", "-H", "sluice-tenant="+tenant, "-H", "sluice-type=order.shipped",
+		"-H", "sluice-id=evt_kcat")
+	cmd.Stdin = strings.NewReader(`{"order":"shipped"}` + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	eventIDs = append(eventIDs, "evt_kcat")
 
-	// Every delivery reaches the receiver exactly once (no crash here, so no
-	// duplicate is allowed).
+	// Every event reaches the receiver exactly once: the retried copies
+	// were dropped by the router, and nothing crashed.
 	var tally receiver.Tally
 	for {
 		tally = recv.Tally("first", eventIDs)
@@ -155,34 +173,56 @@ func TestFirstThread(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	time.Sleep(500 * time.Millisecond) // room for a stray duplicate to show
+	tally = recv.Tally("first", eventIDs)
 	if len(tally.Missing) > 0 || tally.Duplicates > 0 || len(tally.Unexpected) > 0 {
 		t.Fatalf("receiver: %d of %d missing, %d duplicates, %d unexpected",
-			len(tally.Missing), n, tally.Duplicates, len(tally.Unexpected))
+			len(tally.Missing), len(eventIDs), tally.Duplicates, len(tally.Unexpected))
 	}
 
-	// Every attempt lands in ClickHouse as one successful row for its event.
-	query := "SELECT count(), uniqExact(event_id), countIf(outcome = 'success' AND status_code = 204) FROM " +
-		ch.Config.Database + ".attempts FINAL WHERE endpoint_id = ?"
-	var rows, events, ok uint64
+	// ClickHouse: one successful attempt row per delivered event, one event
+	// row per accepted event (the unrouted one included).
+	db := ch.Config.Database
+	waitCount(t, ctx, ch, "SELECT count(), uniqExact(event_id), countIf(outcome = 'success' AND status_code = 204) FROM "+
+		db+".attempts FINAL WHERE endpoint_id = ?", []any{ep.Id}, uint64(len(eventIDs)))
+	waitCount(t, ctx, ch, "SELECT count(), uniqExact(event_id), countIf(fanout_count = 1) FROM "+
+		db+".events FINAL WHERE tenant_id = ?", []any{tenant}, uint64(len(eventIDs)+1))
+	var fanout uint32
+	if err := ch.Conn.QueryRow(ctx, "SELECT fanout_count FROM "+db+".events FINAL WHERE event_id = 'evt_unrouted'").
+		Scan(&fanout); err != nil || fanout != 0 {
+		t.Fatalf("unrouted event: fan-out %d (%v), want a row with 0", fanout, err)
+	}
+}
+
+// contractRecord is an event in the Kafka producer contract.
+func contractRecord(topic, tenant, typ, id, data string) *kgo.Record {
+	return &kgo.Record{Topic: topic, Key: []byte(tenant + "/" + id), Value: []byte(data), Headers: []kgo.RecordHeader{
+		{Key: "sluice-tenant", Value: []byte(tenant)}, {Key: "sluice-type", Value: []byte(typ)},
+		{Key: "sluice-id", Value: []byte(id)}}}
+}
+
+// waitCount waits until query's three counts reach want; the first two
+// must then equal want, and so must the third, except for the events
+// table's unrouted event (want+1 rows, want with a fan-out of 1).
+func waitCount(t *testing.T, ctx context.Context, ch *testenv.ClickHouse, query string, args []any, want uint64) {
+	t.Helper()
+	var rows, distinct, good uint64
+	var err error
 	for {
-		err := ch.Conn.QueryRow(ctx, query, ep.Id).Scan(&rows, &events, &ok)
-		if err == nil && rows >= n {
+		err = ch.Conn.QueryRow(ctx, query, args...).Scan(&rows, &distinct, &good)
+		if err == nil && rows >= want {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("ClickHouse holds %d attempt rows of %d (last error: %v)", rows, n, err)
+			t.Fatalf("%s: %d rows of %d (last error: %v)", query, rows, want, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if rows != n || events != n || ok != n {
-		t.Fatalf("ClickHouse: %d rows for %d events, %d successful; want %d of each", rows, events, ok, n)
+	wantGood := want
+	if strings.Contains(query, "fanout_count") {
+		wantGood = want - 1
 	}
-	var url, id string
-	if err := ch.Conn.QueryRow(ctx, "SELECT url, event_id FROM "+ch.Config.Database+
-		".attempts WHERE endpoint_id = ? AND event_id = ?", ep.Id, eventIDs[0]).Scan(&url, &id); err != nil {
-		t.Fatal(err)
-	}
-	if url != ep.Url || id != eventIDs[0] {
-		t.Fatalf("attempt row url=%q event=%q, want %q %q", url, id, ep.Url, eventIDs[0])
+	if rows != want || distinct != want || good != wantGood {
+		t.Fatalf("%s: %d rows, %d distinct, %d good; want %d, %d, %d", query, rows, distinct, good, want, want, wantGood)
 	}
 }

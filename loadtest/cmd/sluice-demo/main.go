@@ -4,8 +4,8 @@
 // for their webhooks and their attempt rows in ClickHouse, prints both, and
 // keeps receiving until interrupted.
 //
-// Until the events API exists, the demo writes its deliveries straight to
-// the deliveries topic, where the router will write them.
+// The events are published to sluice.events in the Kafka producer contract
+// (as kcat would); the router fans them out. The HTTP events API comes next.
 package main
 
 import (
@@ -22,13 +22,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
-	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/loadtest/receiver"
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/topics"
@@ -111,22 +109,18 @@ func run(ctx context.Context, s settings) error {
 	defer producer.Close()
 	var eventIDs []string
 	for i := range s.events {
-		d := &sluicev1.Delivery{
-			SchemaVersion: sluicev1.SchemaVersion, DeliveryId: ids.New(ids.Delivery),
-			TenantId: ep.Tenant, EndpointId: ep.ID, EventId: ids.New(ids.Event), EventType: "order.created",
-			EventReceivedAtMs: time.Now().UnixMilli(),
-			Data:              fmt.Appendf(nil, `{"order_id":"ord_%d","amount":%d,"currency":"EUR"}`, 1000+i, 1999+i*100),
-			Origin:            sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
-		}
-		b, err := proto.Marshal(d)
-		if err != nil {
-			return err
-		}
-		if err := producer.ProduceSync(ctx, &kgo.Record{Topic: names.Deliveries, Key: []byte(ep.ID), Value: b}).FirstErr(); err != nil {
+		id := ids.New(ids.Event)
+		data := fmt.Appendf(nil, `{"order_id":"ord_%d","amount":%d,"currency":"EUR"}`, 1000+i, 1999+i*100)
+		rec := &kgo.Record{Topic: names.Events, Key: eventrecord.Key(ep.Tenant, id), Value: data, Headers: []kgo.RecordHeader{
+			{Key: eventrecord.HeaderTenant, Value: []byte(ep.Tenant)},
+			{Key: eventrecord.HeaderType, Value: []byte("order.created")},
+			{Key: eventrecord.HeaderID, Value: []byte(id)},
+		}}
+		if err := producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			return fmt.Errorf("sending sample event: %w", err)
 		}
-		eventIDs = append(eventIDs, d.EventId)
-		fmt.Printf("sent event %s (order.created)\n", d.EventId)
+		eventIDs = append(eventIDs, id)
+		fmt.Printf("sent event %s (order.created) to %s\n", id, names.Events)
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, s.wait)

@@ -39,6 +39,23 @@ type Config struct {
 	RequireHTTPS bool
 	// RotationGrace is how long a rotated-out signing secret keeps signing.
 	RotationGrace time.Duration
+	Router        RouterConfig
+}
+
+// RouterConfig are the settings of the router stage.
+type RouterConfig struct {
+	Enabled bool
+	Group   string
+	// MaxEventBytes bounds an event's JSON data.
+	MaxEventBytes int
+	// DedupWindow is how long a repeated event id of a tenant is dropped.
+	DedupWindow time.Duration
+	// DedupMaxEntries bounds the ids remembered per events partition, at
+	// about 54 bytes each (measured at 10^6 entries): 500,000 is ~27 MB per
+	// partition this replica owns.
+	DedupMaxEntries int
+	// MaxBatch bounds the events of one transaction.
+	MaxBatch int
 }
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
@@ -64,6 +81,13 @@ func register(c *Config, l *config.Loader) {
 	l.Bool(&c.RequireHTTPS, "require-https", false, "refuse endpoint URLs that are not https")
 	l.Duration(&c.RotationGrace, "secret-rotation-grace", 24*time.Hour,
 		"how long a rotated-out endpoint secret keeps signing beside the new one")
+	l.Bool(&c.Router.Enabled, "router-enabled", true, "run the router stage (events to deliveries) in this process")
+	l.String(&c.Router.Group, "router-group", "sluice-router", "Kafka consumer group of the routers")
+	l.Int(&c.Router.MaxEventBytes, "max-event-bytes", 256<<10, "largest event data accepted, in bytes")
+	l.Duration(&c.Router.DedupWindow, "dedup-window", 24*time.Hour, "how long a repeated event id of a tenant is dropped")
+	l.Int(&c.Router.DedupMaxEntries, "dedup-max-entries", 500000,
+		"event ids remembered per events partition (about 54 bytes each)")
+	l.Int(&c.Router.MaxBatch, "router-max-batch", 500, "events routed in one Kafka transaction at most")
 }
 
 // Validate checks every setting.
@@ -86,6 +110,25 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Secrets.Validate())
 	if c.RotationGrace < 0 || c.RotationGrace > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("secret-rotation-grace must be from 0 to 168h, got %v", c.RotationGrace))
+	}
+	r := c.Router
+	if r.Group == "" {
+		errs = append(errs, errors.New("router-group must not be empty"))
+	}
+	// 1 MiB is the broker's default largest message; an event must fit in
+	// one record with its headers.
+	if r.MaxEventBytes < 1<<10 || r.MaxEventBytes > 1<<20-4<<10 {
+		errs = append(errs, fmt.Errorf("max-event-bytes must be from 1024 to 1044480, got %d", r.MaxEventBytes))
+	}
+	// The dedup topic keeps markers 7 days.
+	if r.DedupWindow < time.Minute || r.DedupWindow > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("dedup-window must be from 1m to 168h, got %v", r.DedupWindow))
+	}
+	if r.DedupMaxEntries < 1000 || r.DedupMaxEntries > 50_000_000 {
+		errs = append(errs, fmt.Errorf("dedup-max-entries must be from 1000 to 50000000, got %d", r.DedupMaxEntries))
+	}
+	if r.MaxBatch < 1 || r.MaxBatch > 10000 {
+		errs = append(errs, fmt.Errorf("router-max-batch must be from 1 to 10000, got %d", r.MaxBatch))
 	}
 	return errors.Join(errs...)
 }

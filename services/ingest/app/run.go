@@ -10,10 +10,13 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/ingest/api"
+	"github.com/sluicehq/sluice/services/ingest/router"
 )
 
 // Run serves the API until ctx is cancelled, then lets requests in flight
@@ -70,9 +73,17 @@ func Run(ctx context.Context, cfg Config) error {
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return store.Ping(ctx) })
 	rt.Ops.AddCheck("config", store.Ready)
 
-	rt.Log.Info("started", "api", ln.Addr().String(), "ops", rt.Ops.Addr())
-	err = rt.Run(ctx,
-		store.Run,
+	workers := []func(context.Context) error{store.Run}
+	if cfg.Router.Enabled {
+		route, err := startRouter(ctx, cfg, names, store, rt)
+		if err != nil {
+			return err
+		}
+		workers = append(workers, route)
+	}
+
+	rt.Log.Info("started", "api", ln.Addr().String(), "ops", rt.Ops.Addr(), "router", cfg.Router.Enabled)
+	err = rt.Run(ctx, append(workers,
 		func(ctx context.Context) error {
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
@@ -84,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 			sctx, cancel := rt.ShutdownContext(ctx)
 			defer cancel()
 			return srv.ShutdownWithContext(sctx)
-		})
+		})...)
 	rt.Log.Info("stopped", "err", err)
 	return err
 }
@@ -93,4 +104,57 @@ type fasthttpLogger struct{ rt *service.Runtime }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.rt.Log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
+
+// startRouter checks the router's topics and returns its worker. The worker
+// routes only once the config view has caught up: an event routed against a
+// partial view would miss endpoints that exist.
+func startRouter(ctx context.Context, cfg Config, names topics.Names, store *configstore.Store,
+	rt *service.Runtime) (func(context.Context) error, error) {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.EventsRejected, names.Deliveries,
+		names.Dead, names.EventLog, names.Dedup); err != nil {
+		return nil, err
+	}
+	if err := samePartitions(ctx, cfg.Kafka, names.Events, names.Dedup); err != nil {
+		return nil, err
+	}
+	ix := router.NewIndex(func(id string, err error) {
+		rt.Log.Error("endpoint with invalid filters matches nothing", "endpoint", id, "err", err)
+	})
+	ix.Load(store.Subscribe(ix.Apply))
+	r, err := router.New(router.Options{
+		Kafka: cfg.Kafka, Names: names, Group: cfg.Router.Group,
+		Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes},
+		DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
+		MaxBatch: cfg.Router.MaxBatch,
+	}, ix, rt.Log.With("component", "router"))
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		defer r.Close()
+		if err := store.WaitCaughtUp(ctx); err != nil {
+			return nil // stopped during start-up
+		}
+		return r.Run(ctx)
+	}, nil
+}
+
+// samePartitions refuses to route when the dedup topic and the events topic
+// differ in partitions: each event's dedup marker lives on the partition of
+// the same number, so a mismatch would silently stop duplicates being seen.
+func samePartitions(ctx context.Context, kcfg kafkax.Config, events, dedup string) error {
+	adm, err := kafkax.NewAdmin(kcfg)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	td, err := adm.ListTopics(ctx, events, dedup)
+	if err != nil {
+		return fmt.Errorf("describing %s and %s: %w", events, dedup, err)
+	}
+	if a, b := len(td[events].Partitions), len(td[dedup].Partitions); a != b {
+		return fmt.Errorf("%s has %d partitions and %s %d: they must be equal for deduplication", events, a, dedup, b)
+	}
+	return nil
 }
