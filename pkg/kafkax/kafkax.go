@@ -110,8 +110,16 @@ func ConsumerOptions(group string, topics ...string) []kgo.Opt {
 		// The cooperative-sticky balancer moves only the partitions that must
 		// move, so a sender scaling out does not stop every partition.
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		sessionTimeout,
 	}
 }
+
+// sessionTimeout: a member killed without leaving keeps its partitions
+// until the broker stops hearing its heartbeats (every 3 s). franz-go's
+// 45 s default would stall those partitions' deliveries that long after a
+// crash; 15 s is five missed heartbeats, still far above a GC pause or a
+// busy broker's stall.
+var sessionTimeout = kgo.SessionTimeout(15 * time.Second)
 
 // NewConsumer returns a read_committed group consumer that commits only
 // marked records. extra options are appended to the shared ones.
@@ -149,6 +157,7 @@ func NewTransactSession(cfg Config, transactionalID, group string, topics []stri
 		kgo.ConsumeTopics(topics...),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		sessionTimeout,
 	)
 	opts = append(opts, extra...)
 	s, err := kgo.NewGroupTransactSession(opts...)
