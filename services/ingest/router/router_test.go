@@ -28,7 +28,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startRouter runs a router of group over the store's endpoints until the
 // returned stop is called.
-func startRouter(t *testing.T, k *testenv.Kafka, store *configstore.Store, group string) (*router.Router, func()) {
+func startRouter(t testing.TB, k *testenv.Kafka, store *configstore.Store, group string) (*router.Router, func()) {
 	t.Helper()
 	ix := router.NewIndex(nil)
 	ix.Load(store.Subscribe(ix.Apply))
@@ -58,7 +58,7 @@ func startRouter(t *testing.T, k *testenv.Kafka, store *configstore.Store, group
 	return r, stop
 }
 
-func openStore(t *testing.T, k *testenv.Kafka) *configstore.Store {
+func openStore(t testing.TB, k *testenv.Kafka) *configstore.Store {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	store, err := configstore.Open(ctx, k.Config, k.Names.Config, quiet)
@@ -74,7 +74,7 @@ func openStore(t *testing.T, k *testenv.Kafka) *configstore.Store {
 	return store
 }
 
-func putEndpoint(t *testing.T, store *configstore.Store, e *sluicev1.Endpoint) {
+func putEndpoint(t testing.TB, store *configstore.Store, e *sluicev1.Endpoint) {
 	t.Helper()
 	if e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_UNSPECIFIED {
 		e.Status = sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED
@@ -95,7 +95,7 @@ func event(topic, tenant, typ, id, data string) *kgo.Record {
 	return r
 }
 
-func produce(t *testing.T, k *testenv.Kafka, recs ...*kgo.Record) {
+func produce(t testing.TB, k *testenv.Kafka, recs ...*kgo.Record) {
 	t.Helper()
 	p, err := kafkax.NewProducer(k.Config)
 	if err != nil {
@@ -109,7 +109,7 @@ func produce(t *testing.T, k *testenv.Kafka, recs ...*kgo.Record) {
 
 // read returns every committed record of topic, reading until nothing new
 // arrives for a second.
-func read(t *testing.T, k *testenv.Kafka, topic string) []*kgo.Record {
+func read(t testing.TB, k *testenv.Kafka, topic string) []*kgo.Record {
 	t.Helper()
 	cl, err := kafkax.NewClient(k.Config, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
@@ -129,7 +129,7 @@ func read(t *testing.T, k *testenv.Kafka, topic string) []*kgo.Record {
 }
 
 // waitRouted waits until the router has decided n records.
-func waitRouted(t *testing.T, r *router.Router, n int64) router.Stats {
+func waitRouted(t testing.TB, r *router.Router, n int64) router.Stats {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -144,7 +144,7 @@ func waitRouted(t *testing.T, r *router.Router, n int64) router.Stats {
 	}
 }
 
-func deliveries(t *testing.T, recs []*kgo.Record) []string {
+func deliveries(t testing.TB, recs []*kgo.Record) []string {
 	t.Helper()
 	var out []string
 	for _, r := range recs {
