@@ -8,6 +8,9 @@
 // the event's deliveries, on the partition of sluice.dedup whose number is
 // the event's partition of sluice.events, so an aborted batch leaves no
 // marker and one partition of events is rebuilt from one partition of dedup.
+//
+// A View follows every partition of the changelog for the HTTP events API,
+// which answers a repeated event as a duplicate without producing it.
 package dedup
 
 import (

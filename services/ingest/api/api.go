@@ -39,6 +39,9 @@ type Options struct {
 	RotationGrace time.Duration
 	// WriteTimeout bounds one write to the config topic.
 	WriteTimeout time.Duration
+	// Events configures POST /v1/events and /v1/events/batch; the zero
+	// value leaves them answering 503.
+	Events EventsOptions
 }
 
 // API serves the routes.
@@ -79,6 +82,9 @@ func New(store Store, box *secretbox.Box, opts Options, log *slog.Logger) *API {
 		{"POST", "/v1/endpoints/{endpoint_id}/rotate-secret", tenantOnly, a.rotateSecret},
 		{"POST", "/v1/endpoints/{endpoint_id}/enable", tenantOnly, a.enableEndpoint},
 		{"POST", "/v1/endpoints/{endpoint_id}/disable", tenantOnly, a.disableEndpoint},
+
+		{"POST", "/v1/events", tenantOnly, a.publishEvent},
+		{"POST", "/v1/events/batch", tenantOnly, a.publishEventBatch},
 	}
 	return a
 }

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/services/ingest/api"
 )
 
@@ -354,6 +356,171 @@ func FuzzRequest(f *testing.F) {
 					t.Fatalf("%s %s answered etag %q, stored %q", method, uri, obj.Etag, etag)
 				}
 			}
+		}
+	})
+}
+
+// FuzzEvents sends any body to POST /v1/events or /v1/events/batch, with or
+// without an Idempotency-Key, to a sink that takes everything or whose
+// buffer is full. Every answer is a 2xx, a problem document, or the 503
+// (with Retry-After) of the full buffer; and what is answered as taken is
+// exactly what was produced, each record decoding to an event of the
+// caller with the id answered.
+func FuzzEvents(f *testing.F) {
+	for _, s := range []struct {
+		body  string
+		batch bool
+		key   string
+		full  bool
+	}{
+		{`{"type":"order.created","data":{"n":1}}`, false, "", false},
+		{`{"type":"order.created","id":"evt_1","data":{}}`, false, "", true},
+		{`{"type":"order.created","id":"evt_seen","data":{}}`, false, "", false},
+		{`{"type":"order.created","data":{}}`, false, "key-1", false},
+		{`{"type":"order.created","data":{}}`, false, "k\x7f", false},
+		{`{"type":"sluice.x","id":".x","data":[]}`, false, "", false},
+		{`{"type":"a","data":{"x":"` + strings.Repeat("x", 1100) + `"}}`, false, "", false},
+		{`{"type":"a","data":{"s":"\ud800"}}`, false, "", false},
+		{`{"type":"a","data":{},"data":null}`, false, "", false},
+		{`{"type":"a","data":{}} {}`, false, "", false},
+		{`{"events":[{"type":"a","data":{}},{"type":"a","id":"evt_seen","data":{}},{"type":"a","id":"d","data":{}},` +
+			`{"type":"a","id":"d","data":{}},null]}`, true, "", false},
+		{`{"events":[{"type":"a","data":{}},{"type":"b","data":[]}]}`, true, "", true},
+		{`{"events":[{"type":"a","data":{}}]}`, true, "k", false},
+		{`{"events":[]}`, true, "", false},
+		{`{"events":[1,"x",[],{}]}`, true, "", false},
+		{`{"events":[{},{},{},{},{},{}]}`, true, "", false},
+		{``, true, "", false},
+		{`null`, false, "", false},
+	} {
+		f.Add([]byte(s.body), s.batch, s.key, s.full)
+	}
+	box := newBox(f)
+	const maxData = 1024
+	f.Fuzz(func(t *testing.T, body []byte, batch bool, key string, full bool) {
+		if strings.ContainsAny(key, "\r\n\x00") {
+			return // not a header value that can arrive
+		}
+		sink := &fakeSink{}
+		if full {
+			sink.fail = func(*kgo.Record) error { return kgo.ErrMaxBuffered }
+		}
+		seen := seenKeys{string(eventrecord.Key(fuzzTenant, "evt_seen")): true}
+		h := eventsHandlerBox(t, box, api.EventsOptions{Sink: sink, Seen: seen, Topic: "sluice.events",
+			MaxDataBytes: maxData, MaxBatch: 5, MaxBatchBodyBytes: 16 << 10})
+		path := "/v1/events"
+		if batch {
+			path = "/v1/events/batch"
+		}
+		var headers []string
+		if key != "" {
+			headers = []string{"Idempotency-Key", key}
+		}
+		resp := postEvents(h, path, body, headers...)
+		status := resp.StatusCode()
+		recs := sink.records()
+		if status == 503 {
+			if !full {
+				t.Fatalf("503 from a sink with room: %s", resp.Body())
+			}
+			if string(resp.Header.Peek("Retry-After")) != "1" {
+				t.Fatalf("503 without Retry-After: 1")
+			}
+			resp.SetStatusCode(429) // checkAnswer refuses every 5xx; the problem must still be one
+			var p api.Problem
+			if err := json.Unmarshal(resp.Body(), &p); err != nil || p.Status != 503 || p.Type != api.ProblemBase+"unavailable" {
+				t.Fatalf("503 with %s", resp.Body())
+			}
+			return
+		}
+		checkAnswer(t, resp)
+		if status >= 400 {
+			if len(recs) != 0 {
+				t.Fatalf("a refused request (%d) produced %d records", status, len(recs))
+			}
+			return
+		}
+		decoded := map[string]bool{} // ids of the records produced
+		for _, r := range recs {
+			e, err := eventrecord.Decode(r, eventrecord.Limits{MaxDataBytes: maxData})
+			if err != nil {
+				t.Fatalf("a produced record does not decode: %v", err)
+			}
+			if e.TenantId != fuzzTenant || decoded[e.EventId] {
+				t.Fatalf("record of tenant %s, id %s (repeated: %v)", e.TenantId, e.EventId, decoded[e.EventId])
+			}
+			decoded[e.EventId] = true
+		}
+		if !batch {
+			if status != 202 {
+				t.Fatalf("status %d for one event", status)
+			}
+			var got api.EventAccepted
+			if err := json.Unmarshal(resp.Body(), &got); err != nil {
+				t.Fatal(err)
+			}
+			var in struct {
+				ID   *string         `json:"id"`
+				Data json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(body, &in); err != nil {
+				t.Fatalf("a body the API took does not decode: %v", err)
+			}
+			switch {
+			case in.ID != nil && got.ID != *in.ID:
+				t.Fatalf("id %q, want the body's %q", got.ID, *in.ID)
+			case in.ID == nil && key != "" && got.ID != eventrecord.IDFromIdempotencyKey(fuzzTenant, key):
+				t.Fatalf("id %q, want the one of Idempotency-Key %q", got.ID, key)
+			}
+			if got.Duplicate != (got.ID == "evt_seen") || len(recs) != map[bool]int{true: 0, false: 1}[got.Duplicate] {
+				t.Fatalf("answer %+v with %d records produced", got, len(recs))
+			}
+			if !got.Duplicate {
+				e, _ := eventrecord.Decode(recs[0], eventrecord.Limits{MaxDataBytes: maxData})
+				if e.EventId != got.ID || !bytes.Equal(e.Data, in.Data) {
+					t.Fatalf("produced %s with data %s, answered %s for data %s", e.EventId, e.Data, got.ID, in.Data)
+				}
+			}
+			return
+		}
+		if status != 200 {
+			t.Fatalf("status %d for a batch", status)
+		}
+		var got api.EventBatchResult
+		if err := json.Unmarshal(resp.Body(), &got); err != nil {
+			t.Fatal(err)
+		}
+		var in struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if err := json.Unmarshal(body, &in); err != nil || len(in.Events) != len(got.Data) {
+			t.Fatalf("%d results for a batch of %d (%v)", len(got.Data), len(in.Events), err)
+		}
+		taken := 0
+		for i, r := range got.Data {
+			if r.Error != nil {
+				p := *r.Error
+				if r.ID != "" || r.Duplicate != nil || !strings.HasPrefix(p.Type, api.ProblemBase) || p.Title == "" || p.Detail == "" ||
+					(p.Status != 400 && p.Status != 413 && (p.Status != 503 || !full)) ||
+					(p.Type == api.ProblemBase+"invalid-request" && len(p.Errors) == 0) {
+					t.Fatalf("result %d: %+v", i, p)
+				}
+				continue
+			}
+			if r.ID == "" || r.Duplicate == nil {
+				t.Fatalf("result %d: %+v", i, r)
+			}
+			if !*r.Duplicate {
+				taken++
+				if !decoded[r.ID] {
+					t.Fatalf("result %d: %s answered taken but not produced", i, r.ID)
+				}
+			} else if r.ID != "evt_seen" && !decoded[r.ID] {
+				t.Fatalf("result %d: %s answered a duplicate of nothing produced", i, r.ID)
+			}
+		}
+		if taken != len(recs) {
+			t.Fatalf("%d events answered taken, %d produced", taken, len(recs))
 		}
 	})
 }

@@ -22,12 +22,19 @@ const maxConfigBody = 64 << 10
 // decodeBody decodes the request's JSON body into dst, strictly: the content
 // type must be JSON, unknown fields and trailing data are refused, and the
 // problem answered names the field at fault. It reports whether dst was
-// filled; when false, the answer has been written.
+// filled; when false, the answer has been written. The body may be at most
+// maxConfigBody: every control-plane route uses this.
 func decodeBody(ctx *fasthttp.RequestCtx, dst any) bool {
+	return decodeBodyLimit(ctx, dst, maxConfigBody)
+}
+
+// decodeBodyLimit is decodeBody with the body limit of the route: the events
+// routes take larger bodies than the control plane.
+func decodeBodyLimit(ctx *fasthttp.RequestCtx, dst any, limit int) bool {
 	body := ctx.PostBody()
-	if len(body) > maxConfigBody {
+	if len(body) > limit {
 		WriteProblem(ctx, fasthttp.StatusRequestEntityTooLarge, "payload-too-large",
-			fmt.Sprintf("the body is %d bytes; this endpoint takes at most %d", len(body), maxConfigBody))
+			fmt.Sprintf("the body is %d bytes; this endpoint takes at most %d", len(body), limit))
 		return false
 	}
 	ct := string(ctx.Request.Header.ContentType())

@@ -319,6 +319,9 @@ func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
 		{"Endpoint", api.EndpointJSON{}, true},
 		{"Problem", api.Problem{}, true},
 		{"FieldError", api.FieldError{}, true},
+		{"EventAccepted", api.EventAccepted{}, true},
+		{"EventResult", api.EventResult{}, true},
+		{"EventBatchResult", api.EventBatchResult{}, true},
 		{"TenantCreate", api.TenantCreate{}, false},
 		{"TenantPatch", api.TenantPatch{}, false},
 		{"APIKeyCreate", api.APIKeyCreate{}, false},
@@ -326,6 +329,8 @@ func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
 		{"EndpointPatch", api.EndpointPatch{}, false},
 		{"RotateSecret", api.RotateSecret{}, false},
 		{"DisableEndpoint", api.DisableEndpoint{}, false},
+		{"EventCreate", api.EventCreate{}, false},
+		{"EventBatch", api.EventBatch{}, false},
 	} {
 		goType := reflect.TypeOf(tc.goValue)
 		t.Run(tc.schema, func(t *testing.T) {

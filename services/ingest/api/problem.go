@@ -1,7 +1,8 @@
 // Package api is the public HTTP API of Sluice on fasthttp: tenants and
-// their API keys (admin), endpoints (per tenant). Bodies are JSON; errors
-// are application/problem+json (RFC 9457) with a stable type URI, the status
-// and a detail a human can act on, naming the offending field.
+// their API keys (admin), endpoints and events (per tenant). Bodies are
+// JSON; errors are application/problem+json (RFC 9457) with a stable type
+// URI, the status and a detail a human can act on, naming the offending
+// field.
 package api
 
 import (
@@ -34,8 +35,13 @@ type FieldError struct {
 // WriteProblem answers with a problem document; kind is the last segment of
 // its type URI (not-found, invalid-request, …).
 func WriteProblem(ctx *fasthttp.RequestCtx, status int, kind, detail string) {
-	writeProblem(ctx, Problem{Type: ProblemBase + kind, Title: fasthttp.StatusMessage(status),
-		Status: status, Detail: detail})
+	writeProblem(ctx, newProblem(status, kind, detail))
+}
+
+// newProblem is the problem document of status and kind, for answers that
+// carry one inside (the results of a batch).
+func newProblem(status int, kind, detail string) Problem {
+	return Problem{Type: ProblemBase + kind, Title: fasthttp.StatusMessage(status), Status: status, Detail: detail}
 }
 
 func writeProblem(ctx *fasthttp.RequestCtx, p Problem) {
@@ -47,9 +53,12 @@ func writeProblem(ctx *fasthttp.RequestCtx, p Problem) {
 
 // invalid answers 400 invalid-request listing every field error; the
 // detail repeats the first so a human reading only it knows where to look.
-func invalid(ctx *fasthttp.RequestCtx, errs []FieldError) {
-	writeProblem(ctx, Problem{Type: ProblemBase + "invalid-request", Title: "Bad Request",
-		Status: fasthttp.StatusBadRequest, Detail: errs[0].Field + ": " + errs[0].Detail, Errors: errs})
+func invalid(ctx *fasthttp.RequestCtx, errs []FieldError) { writeProblem(ctx, invalidProblem(errs)) }
+
+// invalidProblem is the invalid-request problem listing errs (at least one).
+func invalidProblem(errs []FieldError) Problem {
+	return Problem{Type: ProblemBase + "invalid-request", Title: "Bad Request",
+		Status: fasthttp.StatusBadRequest, Detail: errs[0].Field + ": " + errs[0].Detail, Errors: errs}
 }
 
 // ErrorHandler answers requests fasthttp could not read: a body over the

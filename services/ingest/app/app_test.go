@@ -59,6 +59,11 @@ func TestLoadConfigValidation(t *testing.T) {
 			want: "SLUICE_SECRETS_KEY"},
 		{desc: "rotation grace over a week", env: map[string]string{"SLUICE_SECRET_ROTATION_GRACE": "200h"},
 			want: "secret-rotation-grace must be from 0 to 168h, got 200h0m0s"},
+		{desc: "events buffer of 1 MiB", env: map[string]string{"SLUICE_EVENTS_BUFFER_BYTES": "1048576"},
+			want: "events-buffer-bytes must be from 2097152 to 1073741824, got 1048576"},
+		{desc: "events buffer of 1 GiB", env: map[string]string{"SLUICE_EVENTS_BUFFER_BYTES": "1073741824"}},
+		{desc: "events batch of 0", env: map[string]string{"SLUICE_EVENTS_MAX_BATCH": "0"},
+			want: "events-max-batch must be from 1 to 10000, got 0"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			_, err := app.LoadConfig(nil, lookup(tc.env))
@@ -141,8 +146,8 @@ func TestRunServesAndStops(t *testing.T) {
 		body               []byte
 		wantDetail         string
 	}{
-		{desc: "GET of an unknown path", method: "GET", path: "/v1/events",
-			wantDetail: "no route for GET /v1/events"},
+		{desc: "GET of an unknown path", method: "GET", path: "/v1/nothing",
+			wantDetail: "no route for GET /v1/nothing"},
 		{desc: "POST with a query", method: "POST", path: "/v1/nothing/ep_1?dry=1", body: []byte(`{"url":"x"}`),
 			wantDetail: "no route for POST /v1/nothing/ep_1"},
 		{desc: "DELETE of the root", method: "DELETE", path: "/", wantDetail: "no route for DELETE /"},

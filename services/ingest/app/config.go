@@ -1,6 +1,6 @@
 // Package app is the ingest service: Sluice's public HTTP API (events,
-// endpoints, tenants, logs) and, in later stages, the router that fans
-// events out to deliveries (DESIGN §2, §5).
+// endpoints, tenants) and the router that fans events out to deliveries
+// (DESIGN §2, §5).
 package app
 
 import (
@@ -40,6 +40,21 @@ type Config struct {
 	// RotationGrace is how long a rotated-out signing secret keeps signing.
 	RotationGrace time.Duration
 	Router        RouterConfig
+	Events        EventsConfig
+}
+
+// EventsConfig are the settings of the HTTP events API. Its data limit and
+// dedup window are the router's (RouterConfig), so the API refuses what the
+// router would and answers duplicates the router would drop.
+type EventsConfig struct {
+	// BufferBytes bounds the event records the producer holds until Kafka
+	// acknowledges them; beyond it requests are answered 503 with
+	// Retry-After instead of memory growing. 64 MiB is about a second of a
+	// busy replica's events (60,000 of 1 KiB), enough to ride out a
+	// partition leader moving, and 250 events at the 256 KiB limit.
+	BufferBytes int
+	// MaxBatch bounds the events of one batch request.
+	MaxBatch int
 }
 
 // RouterConfig are the settings of the router stage.
@@ -88,6 +103,9 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Router.DedupMaxEntries, "dedup-max-entries", 500000,
 		"event ids remembered per events partition (about 54 bytes each)")
 	l.Int(&c.Router.MaxBatch, "router-max-batch", 500, "events routed in one Kafka transaction at most")
+	l.Int(&c.Events.BufferBytes, "events-buffer-bytes", 64<<20,
+		"event bytes the API buffers for Kafka at most; beyond it requests get 503 with Retry-After")
+	l.Int(&c.Events.MaxBatch, "events-max-batch", 500, "events in one POST /v1/events/batch at most")
 }
 
 // Validate checks every setting.
@@ -129,6 +147,15 @@ func (c Config) Validate() error {
 	}
 	if r.MaxBatch < 1 || r.MaxBatch > 10000 {
 		errs = append(errs, fmt.Errorf("router-max-batch must be from 1 to 10000, got %d", r.MaxBatch))
+	}
+	// franz-go fails a record larger than the whole buffer, so the buffer
+	// must hold at least one event at the largest max-event-bytes (1 MiB
+	// with its record overhead).
+	if e := c.Events; e.BufferBytes < 2<<20 || e.BufferBytes > 1<<30 {
+		errs = append(errs, fmt.Errorf("events-buffer-bytes must be from 2097152 to 1073741824, got %d", e.BufferBytes))
+	}
+	if e := c.Events; e.MaxBatch < 1 || e.MaxBatch > 10000 {
+		errs = append(errs, fmt.Errorf("events-max-batch must be from 1 to 10000, got %d", e.MaxBatch))
 	}
 	return errors.Join(errs...)
 }

@@ -7,9 +7,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/dedup"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/secretbox"
@@ -29,7 +31,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := topics.NewNames(cfg.TopicPrefix)
 
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config); err != nil {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup); err != nil {
 		return err
 	}
 	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
@@ -48,11 +50,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.AdminKey == "" {
 		rt.Log.Warn("no admin key configured: the tenant and API-key routes answer 401")
 	}
+	events, view, producer, err := startEvents(ctx, cfg, names, rt)
+	if err != nil {
+		return err
+	}
+	// Closed after rt.Run has returned, so after the API's last request:
+	// a request still waiting for its acknowledgement then gets an error
+	// (503), never a hang.
+	defer view.Close()
+	defer producer.Close()
 	handler := api.New(store, box, api.Options{
 		AdminKey: cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
 		// A config write is a few Kafka round trips; 10 s covers a leader
 		// election, after which the client is told to retry.
 		WriteTimeout: 10 * time.Second,
+		Events:       events,
 	}, rt.Log).Handler()
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)
@@ -72,8 +84,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return store.Ping(ctx) })
 	rt.Ops.AddCheck("config", store.Ready)
+	rt.Ops.AddCheck("dedup", view.Ready)
 
-	workers := []func(context.Context) error{store.Run}
+	workers := []func(context.Context) error{store.Run, view.Run}
 	if cfg.Router.Enabled {
 		route, err := startRouter(ctx, cfg, names, store, rt)
 		if err != nil {
@@ -104,6 +117,60 @@ type fasthttpLogger struct{ rt *service.Runtime }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.rt.Log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
+
+// startEvents builds what the events API publishes with: a producer of
+// its own, whose buffer is bounded by events-buffer-bytes (the router's
+// transactional producer and the config writer are separate clients, so a
+// burst of events never holds up either), and the dedup view over every
+// partition of the changelog.
+//
+// The view answers while it catches up: until then a repeat whose first
+// copy it has not read yet is answered as new and produced, and the router
+// drops it. Readiness waits for it ("dedup"), so a replica takes traffic
+// only once its answers are complete.
+func startEvents(ctx context.Context, cfg Config, names topics.Names, rt *service.Runtime) (
+	api.EventsOptions, *dedup.View, *kgo.Client, error) {
+	n, err := partitions(ctx, cfg.Kafka, names.Dedup)
+	if err != nil {
+		return api.EventsOptions{}, nil, nil, err
+	}
+	// The router keeps dedup-max-entries per partition it owns; the view
+	// keeps every partition's, so it remembers as far back as the routers.
+	view, err := dedup.NewView(ctx, cfg.Kafka, names.Dedup, cfg.Router.DedupWindow, n*cfg.Router.DedupMaxEntries,
+		rt.Log.With("component", "dedup-view"))
+	if err != nil {
+		return api.EventsOptions{}, nil, nil, err
+	}
+	producer, err := kafkax.NewProducer(cfg.Kafka,
+		// Requests are refused (TryProduce, 503) rather than buffered past
+		// this; the default is unlimited.
+		kgo.MaxBufferedBytes(cfg.Events.BufferBytes))
+	if err != nil {
+		view.Close()
+		return api.EventsOptions{}, nil, nil, err
+	}
+	return api.EventsOptions{
+		Sink: api.NewKafkaSink(producer), Seen: view, Topic: names.Events,
+		MaxDataBytes: cfg.Router.MaxEventBytes, MaxBatch: cfg.Events.MaxBatch, MaxBatchBodyBytes: cfg.MaxBodyBytes,
+	}, view, producer, nil
+}
+
+// partitions counts the partitions of topic.
+func partitions(ctx context.Context, kcfg kafkax.Config, topic string) (int, error) {
+	adm, err := kafkax.NewAdmin(kcfg)
+	if err != nil {
+		return 0, err
+	}
+	defer adm.Close()
+	td, err := adm.ListTopics(ctx, topic)
+	if err == nil {
+		err = td.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("describing %s: %w", topic, err)
+	}
+	return len(td[topic].Partitions), nil
 }
 
 // startRouter checks the router's topics and returns its worker. The worker
