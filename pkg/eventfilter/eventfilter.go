@@ -23,9 +23,9 @@ package eventfilter
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/pkg/errtext"
 )
 
 // MaxTypeLen bounds event types and filters, in bytes. 128 is ample for the
@@ -63,7 +63,7 @@ func validate(s string, filter bool) error {
 		kind, sentinel = "filter", ErrInvalidFilter
 	}
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%w %s: %s", sentinel, quote(s), fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w %s: %s", sentinel, errtext.Quote(s), fmt.Sprintf(format, args...))
 	}
 	switch {
 	case s == "":
@@ -111,30 +111,10 @@ func checkSegment(seg string, filter bool) string {
 		case c == '*':
 			return "'*' is only allowed in filters, not in event types"
 		default:
-			return describe(seg[i:]) + " is not allowed; use A-Z a-z 0-9 _ -"
+			return errtext.Describe(seg[i:]) + " is not allowed; use A-Z a-z 0-9 _ -"
 		}
 	}
 	return ""
-}
-
-// describe names the character at the start of s: the rune if it is valid
-// UTF-8 (so an operator sees 'é', not two bytes), else the byte in hex.
-func describe(s string) string {
-	r, size := utf8.DecodeRuneInString(s)
-	if r == utf8.RuneError && size <= 1 {
-		return fmt.Sprintf("byte 0x%02x", s[0])
-	}
-	return strconv.QuoteRune(r)
-}
-
-// quote shows at most 48 bytes of s in an error: an over-long input may be
-// megabytes, and the start is enough to find it.
-func quote(s string) string {
-	const show = 48
-	if len(s) <= show {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(s[:show]) + "…"
 }
 
 // Match reports whether eventType matches filter. Both must be valid

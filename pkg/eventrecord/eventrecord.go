@@ -49,8 +49,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/sluicehq/sluice/pkg/eventfilter"
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/errtext"
+	"github.com/sluicehq/sluice/pkg/eventfilter"
 )
 
 // Header names of the contract. Kafka header names are case-sensitive.
@@ -204,7 +206,7 @@ func Decode(r *kgo.Record, lim Limits) (*sluicev1.Event, error) {
 	case string(enc) == EncodingProtobuf:
 		e, reason = decodeProtobuf(r, &h, lim.maxData())
 	default:
-		reason = fmt.Sprintf("unknown %s %s, want %s or %s", HeaderEncoding, quote(string(enc)), EncodingJSON, EncodingProtobuf)
+		reason = fmt.Sprintf("unknown %s %s, want %s or %s", HeaderEncoding, errtext.Quote(string(enc)), EncodingJSON, EncodingProtobuf)
 	}
 	if reason != "" {
 		return nil, &RejectError{Reason: oneLine(reason)}
@@ -258,7 +260,7 @@ func decodeJSON(r *kgo.Record, h *contractHeaders, maxData int) (*sluicev1.Event
 func missing(r *kgo.Record, name string) string {
 	for _, hd := range r.Headers {
 		if strings.EqualFold(hd.Key, name) {
-			return fmt.Sprintf("header %s missing (found %s; header names are case-sensitive)", name, quote(hd.Key))
+			return fmt.Sprintf("header %s missing (found %s; header names are case-sensitive)", name, errtext.Quote(hd.Key))
 		}
 	}
 	return "header " + name + " missing"
@@ -290,7 +292,7 @@ func decodeProtobuf(r *kgo.Record, h *contractHeaders, maxData int) (*sluicev1.E
 		{HeaderID, "event_id", h.id, e.EventId},
 	} {
 		if c.h.present && string(c.h.value) != c.want {
-			return nil, fmt.Sprintf("header %s %s disagrees with protobuf %s %s", c.name, quote(string(c.h.value)), c.field, quote(c.want))
+			return nil, fmt.Sprintf("header %s %s disagrees with protobuf %s %s", c.name, errtext.Quote(string(c.h.value)), c.field, errtext.Quote(c.want))
 		}
 	}
 	if e.ReceivedAtMs == 0 {

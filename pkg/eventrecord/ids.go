@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
+	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/ids"
 )
 
@@ -44,7 +44,7 @@ func ValidateID(id string) error {
 // '.' and ':' if id. It allocates only to build an error.
 func validateName(s string, maxLen int, sentinel error, id bool) error {
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%w %s: %s", sentinel, quote(s), fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w %s: %s", sentinel, errtext.Quote(s), fmt.Sprintf(format, args...))
 	}
 	allowed := "A-Z a-z 0-9 _ -"
 	if id {
@@ -64,7 +64,7 @@ func validateName(s string, maxLen int, sentinel error, id bool) error {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
 		case id && (c == '.' || c == ':'):
 		default:
-			return fail("%s at byte %d is not allowed; use %s", describe(s[i:]), i, allowed)
+			return fail("%s at byte %d is not allowed; use %s", errtext.Describe(s[i:]), i, allowed)
 		}
 	}
 	return nil
@@ -120,29 +120,4 @@ func IDFromIdempotencyKey(tenant, key string) string {
 	var sum [sha256.Size]byte
 	h.Sum(sum[:0])
 	return ids.FromBytes(ids.Event, [16]byte(sum[:16]))
-}
-
-// describe names the character at the start of s: the rune if it is valid
-// UTF-8 (so an operator sees 'é', not two bytes), else the byte in hex.
-func describe(s string) string {
-	r, size := utf8.DecodeRuneInString(s)
-	if r == utf8.RuneError && size <= 1 {
-		return fmt.Sprintf("byte 0x%02x", s[0])
-	}
-	return strconv.QuoteRune(r)
-}
-
-// quote shows at most 48 bytes of s in a reason: an over-long header may be
-// kilobytes, and the start is enough to find it.
-func quote(s string) string {
-	const show = 48
-	if len(s) <= show {
-		return strconv.Quote(s)
-	}
-	// Cut on a rune boundary so the quoted prefix stays readable.
-	cut := show
-	for cut > show-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + "…"
 }
