@@ -21,10 +21,15 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/ops"
 	"github.com/sluicehq/sluice/pkg/telemetry"
+	"github.com/sluicehq/sluice/pkg/topics"
 )
 
-// Common are the settings of every service.
+// Common are the settings of every service: each one talks to Kafka, so
+// the connection and the topic names are here too.
 type Common struct {
+	Kafka kafkax.Config
+	// TopicPrefix starts every topic name (see Runtime.Names).
+	TopicPrefix string
 	// OpsAddr serves /healthz, /readyz and /metrics.
 	OpsAddr string
 	// LogLevel is debug, info, warn or error.
@@ -35,8 +40,10 @@ type Common struct {
 	ShutdownTimeout time.Duration
 }
 
-// Register binds the common settings.
-func (c *Common) Register(l *config.Loader) {
+// Register binds the common settings; service names the Kafka client.
+func (c *Common) Register(l *config.Loader, service string) {
+	c.Kafka.Register(l, service)
+	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
 	l.String(&c.OpsAddr, "ops-addr", ":8081", "listen address of /healthz, /readyz and /metrics")
 	l.String(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 25*time.Second,
@@ -45,6 +52,9 @@ func (c *Common) Register(l *config.Loader) {
 
 // Validate checks the common settings.
 func (c Common) Validate() error {
+	if err := c.Kafka.Validate(); err != nil {
+		return err
+	}
 	if c.OpsAddr == "" {
 		return errors.New("ops-addr must not be empty")
 	}
@@ -61,7 +71,9 @@ type Runtime struct {
 	Log     *slog.Logger
 	Metrics *telemetry.Metrics
 	Ops     *ops.Server
-	common  Common
+	// Names are the topic names under the configured prefix.
+	Names  topics.Names
+	common Common
 }
 
 // Start builds the logger (writing to logOut), the metrics and the ops
@@ -79,7 +91,7 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, common: c}, nil
+	return &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, Names: topics.NewNames(c.TopicPrefix), common: c}, nil
 }
 
 // ShutdownContext returns the context in-flight work runs on: it keeps

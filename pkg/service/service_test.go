@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
 )
 
@@ -64,14 +65,16 @@ func TestRunDrainsReadinessAndStopsWhenWorkersReturn(t *testing.T) {
 }
 
 func TestCommonValidate(t *testing.T) {
+	kafka := kafkax.Config{Brokers: []string{"127.0.0.1:9092"}}
 	for _, tc := range []struct {
 		desc string
 		c    service.Common
 		ok   bool
 	}{
-		{"valid", service.Common{OpsAddr: ":8081", ShutdownTimeout: time.Second}, true},
-		{"empty ops address", service.Common{ShutdownTimeout: time.Second}, false},
-		{"zero shutdown timeout", service.Common{OpsAddr: ":8081"}, false},
+		{"valid", service.Common{Kafka: kafka, OpsAddr: ":8081", ShutdownTimeout: time.Second}, true},
+		{"no brokers", service.Common{OpsAddr: ":8081", ShutdownTimeout: time.Second}, false},
+		{"empty ops address", service.Common{Kafka: kafka, ShutdownTimeout: time.Second}, false},
+		{"zero shutdown timeout", service.Common{Kafka: kafka, OpsAddr: ":8081"}, false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			if err := tc.c.Validate(); (err == nil) != tc.ok {

@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
-	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
-	"github.com/sluicehq/sluice/pkg/topics"
 )
 
 // Name is the service name in logs and metrics.
@@ -21,8 +19,6 @@ const Name = "ingest"
 // Config is everything the ingest service can be told.
 type Config struct {
 	service.Common
-	Kafka       kafkax.Config
-	TopicPrefix string
 	// APIAddr is where the public API listens.
 	APIAddr string
 	// MaxBodyBytes bounds a request body; larger requests are refused
@@ -82,9 +78,7 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 func Knobs() []config.Knob { return service.Knobs(register) }
 
 func register(c *Config, l *config.Loader) {
-	c.Common.Register(l)
-	c.Kafka.Register(l, Name)
-	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
+	c.Common.Register(l, Name)
 	l.String(&c.APIAddr, "api-addr", ":8080", "listen address of the public HTTP API")
 	// A batch of 500 events of 256 KiB each is the largest valid request
 	// the events API will take; 4 MiB is the default cap above one event.
@@ -110,7 +104,7 @@ func register(c *Config, l *config.Loader) {
 
 // Validate checks every setting.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Common.Validate()}
 	if c.APIAddr == "" {
 		errs = append(errs, errors.New("api-addr must not be empty"))
 	}

@@ -29,7 +29,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
-	names := topics.NewNames(cfg.TopicPrefix)
+	names := rt.Names
 
 	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup); err != nil {
 		return err

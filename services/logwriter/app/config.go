@@ -10,9 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/config"
-	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
-	"github.com/sluicehq/sluice/pkg/topics"
 )
 
 // Name is the service name in logs and metrics.
@@ -21,9 +19,7 @@ const Name = "logwriter"
 // Config is everything the logwriter can be told.
 type Config struct {
 	service.Common
-	Kafka       kafkax.Config
-	ClickHouse  clickhousex.Config
-	TopicPrefix string
+	ClickHouse clickhousex.Config
 	// Group is the consumer group; replicas share the partitions.
 	Group string
 	// BatchRows and BatchWait bound a batch: it is inserted when it holds
@@ -43,10 +39,8 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 func Knobs() []config.Knob { return service.Knobs(register) }
 
 func register(c *Config, l *config.Loader) {
-	c.Common.Register(l)
-	c.Kafka.Register(l, Name)
+	c.Common.Register(l, Name)
 	c.ClickHouse.Register(l)
-	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
 	l.String(&c.Group, "group", "sluice-logwriter", "Kafka consumer group of the logwriters")
 	l.Int(&c.BatchRows, "batch-rows", 10000, "rows per ClickHouse insert at most")
 	l.Duration(&c.BatchWait, "batch-wait", time.Second, "how long the first row of a batch may wait for the insert")
@@ -54,7 +48,7 @@ func register(c *Config, l *config.Loader) {
 
 // Validate checks every setting.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate(), c.Kafka.Validate(), c.ClickHouse.Validate()}
+	errs := []error{c.Common.Validate(), c.ClickHouse.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group must not be empty"))
 	}

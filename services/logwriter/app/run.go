@@ -8,7 +8,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
-	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/logwriter/schema"
 )
 
@@ -20,7 +19,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
-	names := topics.NewNames(cfg.TopicPrefix)
+	names := rt.Names
 
 	conn, err := clickhousex.Open(ctx, cfg.ClickHouse)
 	if err != nil {

@@ -9,9 +9,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
-	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
-	"github.com/sluicehq/sluice/pkg/topics"
 )
 
 // Name is the service name in logs and metrics.
@@ -20,8 +18,6 @@ const Name = "sender"
 // Config is everything the sender can be told.
 type Config struct {
 	service.Common
-	Kafka       kafkax.Config
-	TopicPrefix string
 	// Group is the consumer group; sender replicas share the partitions.
 	Group string
 	// RequestTimeout bounds one HTTP attempt from dial to the last byte of
@@ -44,9 +40,7 @@ func LoadConfig(args []string, env config.LookupEnv) (Config, error) {
 func Knobs() []config.Knob { return service.Knobs(register) }
 
 func register(c *Config, l *config.Loader) {
-	c.Common.Register(l)
-	c.Kafka.Register(l, Name)
-	l.String(&c.TopicPrefix, "topic-prefix", topics.DefaultPrefix, "prefix of every Kafka topic name")
+	c.Common.Register(l, Name)
 	l.String(&c.Group, "group", "sluice-sender", "Kafka consumer group of the senders")
 	l.Duration(&c.RequestTimeout, "request-timeout", 15*time.Second,
 		"timeout of one webhook request for endpoints without their own")
@@ -57,7 +51,7 @@ func register(c *Config, l *config.Loader) {
 
 // Validate checks every setting.
 func (c Config) Validate() error {
-	errs := []error{c.Common.Validate(), c.Kafka.Validate()}
+	errs := []error{c.Common.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group must not be empty"))
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
-	"github.com/sluicehq/sluice/pkg/topics"
 )
 
 // Run runs the sender until ctx is cancelled, then finishes the deliveries
@@ -24,7 +23,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
-	names := topics.NewNames(cfg.TopicPrefix)
+	names := rt.Names
 
 	if err := service.RequireTopics(ctx, cfg.Kafka, names.Deliveries, names.Attempts, names.Config); err != nil {
 		return err
