@@ -31,6 +31,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/kafkax"
@@ -245,6 +246,43 @@ func NewKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 		}
 	})
 	return &Kafka{Config: cfg, Prefix: prefix, Names: names, Admin: adm}
+}
+
+// Read returns every committed record of topic: it reads until at least
+// want records have arrived and then nothing new for a second, so extra
+// records (a duplicate a test looks for) are caught too. Counting records
+// rather than waiting for a quiet spell matters: a transaction's commit
+// markers reach the partitions after EndTxn returns, so records a writer has
+// committed can stay invisible to read_committed readers for a moment. It
+// fails the test when want records do not arrive within two minutes (long
+// enough for a crashed writer's group session and transaction to time out).
+func (k *Kafka) Read(t testing.TB, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kafkax.NewClient(k.Config, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("testenv: reading %s: %v", topic, err)
+			}
+		})
+		got := fs.Records()
+		out = append(out, got...)
+		switch {
+		case len(got) == 0 && len(out) >= want:
+			return out
+		case time.Now().After(deadline):
+			t.Fatalf("testenv: %d records of %s within two minutes, want at least %d", len(out), topic, want)
+		}
+	}
 }
 
 // ClickHouse is a server connection with a database of the test's own.

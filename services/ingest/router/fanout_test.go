@@ -38,7 +38,7 @@ func TestOneEventToAThousandEndpoints(t *testing.T) {
 	if s := waitRouted(t, r, 1); s.Deliveries != 1000 {
 		t.Fatalf("stats %+v, want 1000 deliveries", s)
 	}
-	got := deliveries(t, read(t, k, k.Names.Deliveries))
+	got := deliveries(t, k.Read(t, k.Names.Deliveries, 1000))
 	seen := map[string]bool{}
 	for _, d := range got {
 		if seen[d] {

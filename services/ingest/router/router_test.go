@@ -107,27 +107,6 @@ func produce(t testing.TB, k *testenv.Kafka, recs ...*kgo.Record) {
 	}
 }
 
-// read returns every committed record of topic, reading until nothing new
-// arrives for a second.
-func read(t testing.TB, k *testenv.Kafka, topic string) []*kgo.Record {
-	t.Helper()
-	cl, err := kafkax.NewClient(k.Config, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		if fs.NumRecords() == 0 {
-			return out
-		}
-		out = append(out, fs.Records()...)
-	}
-}
-
 // waitRouted waits until the router has decided n records.
 func waitRouted(t testing.TB, r *router.Router, n int64) router.Stats {
 	t.Helper()
@@ -189,10 +168,10 @@ func TestRouterFansOutOnceAndParksAndRejects(t *testing.T) {
 
 	want := []string{"evt_1→ep_all", "evt_1→ep_orders", "evt_2→ep_all", "evt_2→ep_invoices", "evt_3→ep_b", "evt_4→ep_all"}
 	sort.Strings(want)
-	if got := deliveries(t, read(t, k, k.Names.Deliveries)); strings.Join(got, " ") != strings.Join(want, " ") {
+	if got := deliveries(t, k.Read(t, k.Names.Deliveries, len(want))); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("deliveries\n got %v\nwant %v", got, want)
 	}
-	dead := read(t, k, k.Names.Dead)
+	dead := k.Read(t, k.Names.Dead, 1)
 	if got := deliveries(t, dead); strings.Join(got, " ") != "evt_1→ep_off" {
 		t.Fatalf("parked %v, want the disabled endpoint's delivery", got)
 	}
@@ -201,7 +180,7 @@ func TestRouterFansOutOnceAndParksAndRejects(t *testing.T) {
 	if parked.DeadReason != "endpoint disabled: paused by ops" {
 		t.Fatalf("dead reason %q", parked.DeadReason)
 	}
-	logs := read(t, k, k.Names.EventLog)
+	logs := k.Read(t, k.Names.EventLog, 4)
 	fanout := map[string]uint32{}
 	for _, rec := range logs {
 		var e sluicev1.EventLogEntry
@@ -211,7 +190,7 @@ func TestRouterFansOutOnceAndParksAndRejects(t *testing.T) {
 	if len(logs) != 4 || fanout["evt_1"] != 3 || fanout["evt_2"] != 2 || fanout["evt_3"] != 1 || fanout["evt_4"] != 1 {
 		t.Fatalf("%d event-log entries, fan-outs %v; want 4 with 3, 2, 1, 1", len(logs), fanout)
 	}
-	rejected := read(t, k, k.Names.EventsRejected)
+	rejected := k.Read(t, k.Names.EventsRejected, 1)
 	if len(rejected) != 1 {
 		t.Fatalf("%d rejected records, want 1", len(rejected))
 	}
@@ -242,7 +221,7 @@ func TestRouterFansOutOnceAndParksAndRejects(t *testing.T) {
 	if s.Duplicates != 1 || s.Events != 1 {
 		t.Fatalf("after the restart: %+v; want the repeated id dropped and the new one routed", s)
 	}
-	if got := deliveries(t, read(t, k, k.Names.Deliveries)); len(got) != 8 {
+	if got := deliveries(t, k.Read(t, k.Names.Deliveries, 8)); len(got) != 8 {
 		t.Fatalf("%d deliveries after the restart, want 8: %v", len(got), got)
 	}
 }
