@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/eventfilter"
 	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/signing"
 )
 
 // maxRotationGrace bounds how long a rotated-out secret may keep signing.
@@ -188,9 +189,9 @@ func (a *API) createEndpoint(r *request) {
 	e := &sluicev1.Endpoint{Id: ids.New(ids.Endpoint), TenantId: r.caller.tenant,
 		Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED, CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
 	errs := in.apply(e, a.opts.RequireHTTPS)
-	secret := newSecret()
+	secret := signing.NewKey()
 	if in.Secret != "" {
-		raw, serrs := parseSecret("secret", in.Secret)
+		raw, serrs := validateSecret("secret", in.Secret)
 		errs = append(errs, serrs...)
 		secret = raw
 	}
@@ -216,7 +217,7 @@ func (a *API) createEndpoint(r *request) {
 		return
 	}
 	out := endpointJSON(e)
-	out.Secret = formatSecret(secret)
+	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
 }
@@ -354,10 +355,10 @@ func (a *API) rotateSecret(r *request) {
 	if len(r.PostBody()) > 0 && !decodeBody(r.RequestCtx, &in) {
 		return
 	}
-	secret := newSecret()
+	secret := signing.NewKey()
 	var errs []FieldError
 	if in.Secret != "" {
-		secret, errs = parseSecret("secret", in.Secret)
+		secret, errs = validateSecret("secret", in.Secret)
 	}
 	grace := a.opts.RotationGrace
 	if in.GracePeriodSeconds != nil {
@@ -386,7 +387,7 @@ func (a *API) rotateSecret(r *request) {
 		return
 	}
 	out := endpointJSON(e)
-	out.Secret = formatSecret(secret)
+	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)
 }

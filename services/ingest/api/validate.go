@@ -1,14 +1,13 @@
 package api
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"math"
 	"net/url"
 	"strings"
 
 	"github.com/sluicehq/sluice/pkg/eventfilter"
+	"github.com/sluicehq/sluice/pkg/signing"
 )
 
 // Limits of an endpoint. Each bounds what one endpoint costs every service
@@ -32,11 +31,6 @@ const (
 	DefaultTimeoutMs = 15000
 	minTimeoutMs     = 1000
 	maxTimeoutMs     = 60000
-	// Secrets are whsec_ and base64 of 24 to 64 random bytes (Standard
-	// Webhooks); we make 32.
-	minSecretBytes = 24
-	maxSecretBytes = 64
-	secretPrefix   = "whsec_"
 )
 
 // forbiddenHeaders are set by Sluice or by HTTP itself; an endpoint may not
@@ -168,25 +162,16 @@ func validateDescription(d string) []FieldError {
 	return nil
 }
 
-// parseSecret checks a caller-chosen secret and returns its raw bytes.
-func parseSecret(field, s string) ([]byte, []FieldError) {
-	b64, ok := strings.CutPrefix(s, secretPrefix)
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if !ok || err != nil || len(raw) < minSecretBytes || len(raw) > maxSecretBytes {
-		return nil, []FieldError{{field, fmt.Sprintf("must be %s followed by base64 of %d to %d bytes",
-			secretPrefix, minSecretBytes, maxSecretBytes)}}
+// validateSecret checks a caller-chosen secret and returns its key. The
+// format is package signing's, which also signs with the key; its error
+// names the format and never repeats the secret, so it is the field's message.
+func validateSecret(field, s string) ([]byte, []FieldError) {
+	key, err := signing.ParseSecret(s)
+	if err != nil {
+		return nil, []FieldError{{field, err.Error()}}
 	}
-	return raw, nil
+	return key, nil
 }
-
-// newSecret makes a signing secret: 32 random bytes.
-func newSecret() []byte {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return b
-}
-
-func formatSecret(raw []byte) string { return secretPrefix + base64.StdEncoding.EncodeToString(raw) }
 
 // trunc keeps user-chosen names short in messages.
 func trunc(s string) string {
