@@ -8,6 +8,7 @@ require (
 	github.com/sluicehq/sluice/services/ingest v0.0.0-00010101000000-000000000000
 	github.com/sluicehq/sluice/services/logwriter v0.0.0
 	github.com/sluicehq/sluice/services/sender v0.0.0
+	github.com/standard-webhooks/standard-webhooks/libraries v0.0.1
 	github.com/twmb/franz-go v1.22.2
 	github.com/valyala/fasthttp v1.74.0
 )
