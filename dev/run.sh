@@ -37,6 +37,9 @@ export SLUICE_CLICKHOUSE_ADDRS="127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT"
 # A local stack seals endpoint secrets with the public development key and
 # gets a fresh admin key each run (printed below); production sets both.
 export SLUICE_INSECURE_DEV_SECRETS_KEY=true
+# The demo receiver listens on 127.0.0.1, which the sender refuses unless
+# allowed (its egress guard keeps webhooks off internal addresses).
+export SLUICE_EGRESS_ALLOW=127.0.0.1/32
 export SLUICE_ADMIN_KEY=${SLUICE_ADMIN_KEY:-admin_$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')}
 
 port=$SLUICE_RUN_OPS_PORT_BASE

@@ -20,6 +20,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/secretbox"
+	"github.com/sluicehq/sluice/pkg/signing"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	ingest "github.com/sluicehq/sluice/services/ingest/app"
 	logwriter "github.com/sluicehq/sluice/services/logwriter/app"
@@ -32,6 +34,18 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type env map[string]string
 
 func (e env) lookup(k string) (string, bool) { v, ok := e[k]; return v, ok }
+
+// with returns e with extra's settings added (extra wins).
+func (e env) with(extra env) env {
+	out := env{}
+	for k, v := range e {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
 
 // start runs a service's Run in the background; when the test ends it
 // cancels it and requires a clean, timely exit.
@@ -60,8 +74,34 @@ func start[C any](t *testing.T, name string, load func([]string, config.LookupEn
 
 // putEndpoint registers an endpoint in the config topic the way the API
 // will, returning once it is readable.
+// e2eSecret signs the webhooks of endpoints putEndpoint writes without a
+// secret of their own; receivers verify with it.
+var e2eSecret = signing.FormatSecret([]byte("the e2e tests' secret, 32 bytes."))
+
+// devBox seals secrets as the services started with the insecure
+// development key open them.
+var devBox = func() *secretbox.Box {
+	b, err := secretbox.New(secretbox.Config{InsecureDevKey: true})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// senderEnv is what every sender in these tests needs besides the common
+// settings: the development secrets key, and loopback allowed, since the
+// receivers listen on 127.0.0.1.
+var senderEnv = env{"SLUICE_INSECURE_DEV_SECRETS_KEY": "true", "SLUICE_EGRESS_ALLOW": "127.0.0.1/32"}
+
 func putEndpoint(t *testing.T, k *testenv.Kafka, ep *sluicev1.Endpoint) {
 	t.Helper()
+	if len(ep.SecretSealed) == 0 {
+		key, err := signing.ParseSecret(e2eSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep.SecretSealed = devBox.Seal(key, ep.Id)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := configstore.Open(ctx, k.Config, k.Names.Config, testLogger(t))
@@ -95,6 +135,9 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { recv.Close() })
+	if err := recv.SetSecret("first", e2eSecret); err != nil {
+		t.Fatal(err)
+	}
 
 	const tenant = "ten_test"
 	ep := &sluicev1.Endpoint{Id: ids.New(ids.Endpoint), TenantId: tenant, Url: recv.URL("first"),
@@ -123,7 +166,7 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 		"SLUICE_CLICKHOUSE_DATABASE": ch.Config.Database,
 		"SLUICE_BATCH_WAIT":          "200ms",
 	}))
-	start(t, "sender", sender.LoadConfig, sender.Run, with(env{"SLUICE_GROUP": k.Prefix + "sender"}))
+	start(t, "sender", sender.LoadConfig, sender.Run, with(senderEnv.with(env{"SLUICE_GROUP": k.Prefix + "sender"})))
 	start(t, "ingest", ingest.LoadConfig, ingest.Run, with(env{
 		"SLUICE_API_ADDR":                 "127.0.0.1:0",
 		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
@@ -178,6 +221,9 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 	if len(tally.Missing) > 0 || tally.Duplicates > 0 || len(tally.Unexpected) > 0 {
 		t.Fatalf("receiver: %d of %d missing, %d duplicates, %d unexpected",
 			len(tally.Missing), len(eventIDs), tally.Duplicates, len(tally.Unexpected))
+	}
+	if n, m := recv.BadSignatures(), recv.BadBodies(); n+m > 0 {
+		t.Fatalf("receiver: %d webhooks with bad signatures, %d with bad bodies", n, m)
 	}
 
 	// ClickHouse: one successful attempt row per delivered event, one event

@@ -45,7 +45,7 @@ func TestHTTPEventsEndToEnd(t *testing.T) {
 		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
 		"SLUICE_LOG_LEVEL":     "warn",
 	}
-	senderEnv, ingestEnv := env{"SLUICE_GROUP": k.Prefix + "sender"}, env{
+	senderEnv, ingestEnv := senderEnv.with(env{"SLUICE_GROUP": k.Prefix + "sender"}), env{
 		"SLUICE_API_ADDR":                 apiAddr,
 		"SLUICE_ADMIN_KEY":                adminKey,
 		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
@@ -70,7 +70,12 @@ func TestHTTPEventsEndToEnd(t *testing.T) {
 	var apiKey struct{ Key string }
 	a.call("POST", "/v1/tenants/"+tenant.ID+"/api-keys", adminKey, `{"name":"e2e"}`, http.StatusCreated, &apiKey)
 	key := apiKey.Key
-	a.call("POST", "/v1/endpoints", key, `{"url":"`+recv.URL("http")+`","events":["order.*"]}`, http.StatusCreated, nil)
+	var created struct{ Secret string }
+	a.call("POST", "/v1/endpoints", key, `{"url":"`+recv.URL("http")+`","events":["order.*"]}`, http.StatusCreated, &created)
+	// The receiver verifies every webhook with the secret the API showed.
+	if err := recv.SetSecret("http", created.Secret); err != nil {
+		t.Fatal(err)
+	}
 
 	type accepted struct {
 		ID        string `json:"id"`
@@ -90,6 +95,9 @@ func TestHTTPEventsEndToEnd(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		if tally := recv.Tally("http", want); tally.Duplicates > 0 || len(tally.Unexpected) > 0 {
 			t.Fatalf("receiver: %d duplicates, unexpected %v", tally.Duplicates, tally.Unexpected)
+		}
+		if n, m := recv.BadSignatures(), recv.BadBodies(); n+m > 0 {
+			t.Fatalf("receiver: %d webhooks with bad signatures, %d with bad bodies", n, m)
 		}
 	}
 

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/services/sender/app"
+	"github.com/sluicehq/sluice/services/sender/dispatch"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -51,10 +53,29 @@ func TestLoadConfigValidation(t *testing.T) {
 		{desc: "excerpt above 64 KiB", env: map[string]string{"SLUICE_RESPONSE_EXCERPT_BYTES": "70000"},
 			want: "response-excerpt-bytes must be between 0 and 65536, got 70000"},
 		{desc: "empty group", env: map[string]string{"SLUICE_GROUP": ""}, want: "group must not be empty"},
+		{desc: "endpoint concurrency zero", env: map[string]string{"SLUICE_ENDPOINT_MAX_IN_FLIGHT": "0"},
+			want: "endpoint-max-in-flight must be between 1 and 1000, got 0"},
+		{desc: "endpoint queue zero", env: map[string]string{"SLUICE_ENDPOINT_QUEUE": "0"}, want: "endpoint-queue"},
+		{desc: "queue wait too short", env: map[string]string{"SLUICE_MAX_QUEUE_WAIT": "10ms"},
+			want: "max-queue-wait must be between 100ms and 1m, got 10ms"},
+		{desc: "memory budget too small", env: map[string]string{"SLUICE_MEMORY_BUDGET_BYTES": "1000"},
+			want: "memory-budget-bytes"},
+		{desc: "revoke grace too long", env: map[string]string{"SLUICE_REVOKE_GRACE": "1m"}, want: "revoke-grace"},
+		{desc: "attempt log buffer too small", env: map[string]string{"SLUICE_ATTEMPT_LOG_BUFFER": "10"},
+			want: "attempt-log-buffer"},
+		{desc: "allow-list of loopback", env: map[string]string{"SLUICE_EGRESS_ALLOW": "127.0.0.1/32,::1"}},
+		{desc: "allow-list with a bad CIDR", env: map[string]string{"SLUICE_EGRESS_ALLOW": "10.0.0.0/33"},
+			want: "egress-allow"},
+		{desc: "no secrets key", env: map[string]string{"SLUICE_INSECURE_DEV_SECRETS_KEY": "false"},
+			want: "SLUICE_SECRETS_KEY"},
 		{desc: "empty user agent", env: map[string]string{"SLUICE_USER_AGENT": ""}, want: "user-agent"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			_, err := app.LoadConfig(nil, lookup(tc.env))
+			env := map[string]string{"SLUICE_INSECURE_DEV_SECRETS_KEY": "true"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			_, err := app.LoadConfig(nil, lookup(env))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("LoadConfig = %v, want nil", err)
@@ -64,20 +85,21 @@ func TestLoadConfigValidation(t *testing.T) {
 		})
 	}
 	t.Run("a flag wins over the environment", func(t *testing.T) {
-		cfg, err := app.LoadConfig([]string{"-max-in-flight", "7"}, lookup(map[string]string{"SLUICE_MAX_IN_FLIGHT": "0"}))
+		cfg, err := app.LoadConfig([]string{"-max-in-flight", "7"}, lookup(map[string]string{"SLUICE_MAX_IN_FLIGHT": "0",
+			"SLUICE_INSECURE_DEV_SECRETS_KEY": "true"}))
 		if err != nil || cfg.MaxInFlight != 7 {
 			t.Fatalf("LoadConfig = %+v, %v; want max-in-flight 7 and no error", cfg.MaxInFlight, err)
 		}
 	})
 }
 
-// TestUnknownEndpointIsRecordedAndCommitted: a delivery for an endpoint the
-// config topic does not know gets exactly one NETWORK_ERROR attempt naming
-// the endpoint, and its offset is committed; an undecodable record next to
-// it gets no attempt but is committed too, so neither is redelivered.
-func TestUnknownEndpointIsRecordedAndCommitted(t *testing.T) {
+// TestRunParksWhatItCannotDeliverAndCommits: the sender service, run as
+// main runs it, parks a delivery for an endpoint that does not exist and an
+// undecodable record in sluice.dead with their reasons, makes no attempt,
+// and commits both, so neither is redelivered.
+func TestRunParksWhatItCannotDeliverAndCommits(t *testing.T) {
 	k := testenv.NewKafka(t)
-	ctx, cancelAll := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancelAll := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancelAll()
 	group := k.Prefix + "sender"
 
@@ -105,12 +127,13 @@ func TestUnknownEndpointIsRecordedAndCommitted(t *testing.T) {
 	}
 
 	cfg, err := app.LoadConfig(nil, lookup(map[string]string{
-		"SLUICE_KAFKA_BROKERS":    strings.Join(k.Config.Brokers, ","),
-		"SLUICE_TOPIC_PREFIX":     k.Prefix,
-		"SLUICE_GROUP":            group,
-		"SLUICE_OPS_ADDR":         "127.0.0.1:0",
-		"SLUICE_LOG_LEVEL":        "warn",
-		"SLUICE_SHUTDOWN_TIMEOUT": "10s",
+		"SLUICE_KAFKA_BROKERS":            strings.Join(k.Config.Brokers, ","),
+		"SLUICE_TOPIC_PREFIX":             k.Prefix,
+		"SLUICE_GROUP":                    group,
+		"SLUICE_OPS_ADDR":                 "127.0.0.1:0",
+		"SLUICE_LOG_LEVEL":                "warn",
+		"SLUICE_SHUTDOWN_TIMEOUT":         "10s",
+		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -138,56 +161,27 @@ func TestUnknownEndpointIsRecordedAndCommitted(t *testing.T) {
 		}
 	})
 
-	// Wait for the attempt record.
-	attempts, err := kafkax.NewClient(k.Config, kgo.ConsumeTopics(k.Names.Attempts))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attempts.Close()
-	var got []*kgo.Record
-	for len(got) == 0 {
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("Run returned before the attempt was recorded: %v", err)
-		default:
+	dead := k.Read(t, k.Names.Dead, 2)
+	var reasons []string
+	for _, r := range dead {
+		if string(r.Key) != endpoint {
+			t.Errorf("dead letter keyed %q, want the endpoint id %q", r.Key, endpoint)
 		}
-		pollCtx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-		fetches := attempts.PollFetches(pollCtx)
-		cancel()
-		if ctx.Err() != nil {
-			t.Fatal("no attempt record within 60 s")
+		var d sluicev1.Delivery
+		if err := proto.Unmarshal(r.Value, &d); err == nil && d.DeliveryId == dl.DeliveryId {
+			reasons = append(reasons, d.DeadReason)
+			continue
 		}
-		got = append(got, fetches.Records()...)
+		for _, h := range r.Headers {
+			if h.Key == dispatch.DeadReasonHeader {
+				reasons = append(reasons, string(h.Value))
+			}
+		}
 	}
-	stopSender()
-
-	// Exactly one attempt: the attempts topic ends at one record in all.
-	ends, err := k.Admin.ListEndOffsets(ctx, k.Names.Attempts)
-	if err != nil || ends.Error() != nil {
-		t.Fatalf("listing attempt end offsets: %v %v", err, ends.Error())
-	}
-	var total int64
-	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
-	if total != 1 {
-		t.Fatalf("%d attempt records, want exactly 1", total)
-	}
-	r := got[0]
-	if string(r.Key) != endpoint {
-		t.Errorf("attempt record key %q, want the endpoint id %q", r.Key, endpoint)
-	}
-	var a sluicev1.Attempt
-	if err := proto.Unmarshal(r.Value, &a); err != nil {
-		t.Fatalf("decoding the attempt: %v", err)
-	}
-	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR {
-		t.Errorf("outcome %v, want NETWORK_ERROR", a.Outcome)
-	}
-	if !strings.Contains(a.Error, endpoint) {
-		t.Errorf("error %q does not name the endpoint %s", a.Error, endpoint)
-	}
-	if a.DeliveryId != dl.DeliveryId || a.EventId != dl.EventId || a.EndpointId != endpoint || a.AttemptNumber != 1 {
-		t.Errorf("attempt %v does not belong to delivery %v", &a, dl)
+	sort.Strings(reasons)
+	if len(reasons) != 2 || !strings.HasPrefix(reasons[0], "endpoint "+endpoint+" does not exist") ||
+		!strings.HasPrefix(reasons[1], "undecodable delivery record") {
+		t.Fatalf("dead letters with reasons %q, want the unknown endpoint and the undecodable record", reasons)
 	}
 
 	// Both deliveries records are committed: the group's offsets on every
@@ -196,22 +190,35 @@ func TestUnknownEndpointIsRecordedAndCommitted(t *testing.T) {
 	if err != nil || dEnds.Error() != nil {
 		t.Fatalf("listing delivery end offsets: %v %v", err, dEnds.Error())
 	}
-	committed, err := k.Admin.FetchOffsets(ctx, group)
-	if err != nil || committed.Error() != nil {
-		t.Fatalf("fetching offsets of %s: %v %v", group, err, committed.Error())
-	}
-	var records int64
-	dEnds.Each(func(end kadm.ListedOffset) {
-		records += end.Offset
-		c, ok := committed.Lookup(k.Names.Deliveries, end.Partition)
-		switch {
-		case end.Offset == 0 && ok && c.At != 0:
-			t.Errorf("empty partition %d has committed offset %d", end.Partition, c.At)
-		case end.Offset > 0 && (!ok || c.At != end.Offset):
-			t.Errorf("partition %d: committed %v (found %v), end %d", end.Partition, c.At, ok, end.Offset)
+	for {
+		committed, err := k.Admin.FetchOffsets(ctx, group)
+		if err != nil || committed.Error() != nil {
+			t.Fatalf("fetching offsets of %s: %v %v", group, err, committed.Error())
 		}
-	})
-	if records != 2 {
-		t.Fatalf("deliveries topic holds %d records, want the 2 produced", records)
+		behind := 0
+		dEnds.Each(func(end kadm.ListedOffset) {
+			if c, ok := committed.Lookup(k.Names.Deliveries, end.Partition); end.Offset > 0 && (!ok || c.At != end.Offset) {
+				behind++
+			}
+		})
+		if behind == 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d partitions not committed to their end", behind)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopSender()
+
+	// No attempt was made.
+	ends, err := k.Admin.ListEndOffsets(ctx, k.Names.Attempts)
+	if err != nil || ends.Error() != nil {
+		t.Fatalf("listing attempt end offsets: %v %v", err, ends.Error())
+	}
+	var total int64
+	ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
+	if total != 0 {
+		t.Fatalf("%d attempt records, want none", total)
 	}
 }

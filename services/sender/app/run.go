@@ -2,20 +2,20 @@ package app
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/egress"
 	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/sender/deliver"
+	"github.com/sluicehq/sluice/services/sender/dispatch"
 )
 
-// Run runs the sender until ctx is cancelled, then finishes the deliveries
+// Run runs the sender until ctx is cancelled, then finishes the requests
 // in flight, commits and returns.
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
@@ -25,7 +25,19 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := rt.Names
 
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Deliveries, names.Attempts, names.Config); err != nil {
+	box, err := secretbox.New(cfg.Secrets)
+	if err != nil {
+		return err
+	}
+	if box.Insecure() {
+		rt.Log.Warn("using the insecure development secrets key; never do this in production")
+	}
+	allow, err := egress.ParseAllowList(cfg.EgressAllow)
+	if err != nil {
+		return err
+	}
+	need := append([]string{names.Deliveries, names.Dead, names.Attempts, names.Config}, names.Retry...)
+	if err := service.RequireTopics(ctx, cfg.Kafka, need...); err != nil {
 		return err
 	}
 	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
@@ -33,35 +45,41 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	producer, err := kafkax.NewProducer(cfg.Kafka)
+	producer, err := kafkax.NewProducer(cfg.Kafka,
+		// The bound on records waiting for Kafka: attempt records are
+		// produced asynchronously, and when the log lags by this many, new
+		// requests wait instead of memory growing.
+		kgo.MaxBufferedRecords(cfg.AttemptLogBuffer))
 	if err != nil {
 		return err
 	}
 	defer producer.Close()
-	consumer, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Deliveries})
+
+	dv := deliver.New(deliver.Options{
+		Timeout: cfg.RequestTimeout, Excerpt: cfg.ResponseExcerpt, UserAgent: cfg.UserAgent,
+		MaxConnsPerHost: cfg.MaxInFlight, Guard: egress.New(egress.WithAllow(allow...)), Box: box,
+	})
+	// In-flight work runs on the shutdown context, not ctx: a SIGTERM must
+	// not cut a request and its attempt record in half.
+	work, cancelWork := rt.ShutdownContext(ctx)
+	defer cancelWork()
+	d, err := dispatch.New(work, dispatch.Options{
+		Kafka: cfg.Kafka, Names: names, Group: cfg.Group,
+		MaxInFlight: cfg.MaxInFlight, EndpointInFlight: cfg.EndpointMaxInFlight,
+		QueueCap: cfg.EndpointQueue, MaxQueueWait: cfg.MaxQueueWait,
+		MemoryBudget: int64(cfg.MemoryBudget), RevokeGrace: cfg.RevokeGrace,
+		// One poll takes at most a few fetches' worth; the memory budget,
+		// not this, bounds what is held.
+		PollRecords: 1000,
+	}, store, dv, producer, rt.Log, rt.Metrics.Meter("sluice/sender"))
 	if err != nil {
 		return err
 	}
-	defer consumer.Close()
-
-	m := rt.Metrics.Meter("sluice/sender")
-	d := &deliverer{
-		http: newHTTPClient(cfg.MaxInFlight), endpoints: store,
-		producer: producer, attemptsTopic: names.Attempts, timeout: cfg.RequestTimeout,
-		excerpt: cfg.ResponseExcerpt, userAgent: cfg.UserAgent, log: rt.Log,
-	}
-	if d.attempts, err = m.Int64Counter("sluice.sender.attempts",
-		metric.WithDescription("delivery attempts by outcome")); err != nil {
-		return err
-	}
-	if d.latency, err = m.Float64Histogram("sluice.sender.attempt.duration", metric.WithUnit("s"),
-		metric.WithDescription("duration of webhook requests")); err != nil {
-		return err
-	}
-	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, consumer) })
+	defer d.Close()
+	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, d.Consumer()) })
 	rt.Ops.AddCheck("config", store.Ready)
 
-	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group)
+	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group, "egress_allow", cfg.EgressAllow)
 	err = rt.Run(ctx,
 		store.Run,
 		func(ctx context.Context) error {
@@ -69,52 +87,8 @@ func Run(ctx context.Context, cfg Config) error {
 			if err := store.WaitCaughtUp(ctx); err != nil {
 				return nil // cancelled during start-up
 			}
-			return consume(ctx, consumer, d, cfg.MaxInFlight, rt.ShutdownContext)
+			return d.Run(ctx)
 		})
 	rt.Log.Info("stopped", "err", err)
 	return err
-}
-
-// consume polls deliveries and attempts each batch with at most maxInFlight
-// requests at once. A batch is marked for commit only when every attempt of
-// it is recorded, and the group may rebalance only between batches, so a
-// commit never covers an unfinished delivery or a lost partition.
-//
-// This first sender waits for the slowest delivery of a batch before the
-// next; per-endpoint queues that keep one slow endpoint from delaying the
-// others replace it (DESIGN §6).
-func consume(ctx context.Context, cl *kgo.Client, d *deliverer, maxInFlight int,
-	shutdown func(context.Context) (context.Context, context.CancelFunc)) error {
-	sem := make(chan struct{}, maxInFlight)
-	// In-flight work runs on the shutdown context, not ctx: a SIGTERM must
-	// not cut a request and its attempt record in half.
-	work, cancel := shutdown(ctx)
-	defer cancel()
-	for ctx.Err() == nil {
-		fetches := cl.PollRecords(ctx, maxInFlight)
-		if errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
-			break
-		}
-		fetches.EachError(func(t string, p int32, err error) {
-			if ctx.Err() == nil {
-				d.log.Warn("fetching deliveries", "topic", t, "partition", p, "err", err)
-			}
-		})
-		recs := fetches.Records()
-		var wg sync.WaitGroup
-		for _, r := range recs {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				d.deliver(work, r)
-			})
-		}
-		wg.Wait()
-		cl.MarkCommitRecords(recs...)
-		cl.AllowRebalance()
-	}
-	if err := cl.CommitMarkedOffsets(work); err != nil {
-		return fmt.Errorf("committing offsets on shutdown: %w", err)
-	}
-	return nil
 }

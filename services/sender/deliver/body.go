@@ -1,4 +1,4 @@
-package app
+package deliver
 
 import (
 	"encoding/json"

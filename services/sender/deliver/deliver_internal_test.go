@@ -1,4 +1,4 @@
-package app
+package deliver
 
 // Internal tests: appendBody and deliverer.attempt are the unexported hot path
 // of every webhook, tested directly here. The sender's exported behaviour
@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,9 +19,15 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/metric/noop"
+	"github.com/valyala/fasthttp"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/egress"
+	"github.com/sluicehq/sluice/pkg/secretbox"
+	"github.com/sluicehq/sluice/pkg/signing"
 )
 
 // webhookBody is the body a receiver decodes; Data stays raw so a test can
@@ -197,30 +203,41 @@ func BenchmarkAppendBody(b *testing.B) {
 	b.SetBytes(int64(len(buf)))
 }
 
-// endpointMap is the deliverer's view of the config topic, held in memory.
-type endpointMap map[string]*sluicev1.Endpoint
-
-func (m endpointMap) Endpoint(id string) (*sluicev1.Endpoint, bool) { e, ok := m[id]; return e, ok }
-
 const testUserAgent = "Sluice-Test/1"
 
-// newTestDeliverer builds a deliverer the way Run does, minus Kafka: attempt
-// never produces.
-func newTestDeliverer(t testing.TB, eps endpointMap, timeout time.Duration, excerpt int) *deliverer {
+// box is the development secrets box; tests seal endpoint secrets with it.
+var box = func() *secretbox.Box {
+	b, err := secretbox.New(secretbox.Config{InsecureDevKey: true})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
+// loopback is the allow-list every test needs: its receivers are on
+// 127.0.0.1, which the guard refuses by default.
+var loopback = netip.MustParsePrefix("127.0.0.1/32")
+
+func withTimeout(ep *sluicev1.Endpoint, ms int64) *sluicev1.Endpoint { ep.TimeoutMs = ms; return ep }
+
+// newTestDeliverer builds a deliverer the way Run does, with 127.0.0.1
+// allowed.
+func newTestDeliverer(t testing.TB, timeout time.Duration, excerpt int) *Deliverer {
 	t.Helper()
-	m := noop.NewMeterProvider().Meter("test")
-	attempts, err := m.Int64Counter("attempts")
+	return New(Options{Timeout: timeout, Excerpt: excerpt, UserAgent: testUserAgent, MaxConnsPerHost: 16,
+		Guard: egress.New(egress.WithAllow(loopback)), Box: box})
+}
+
+// testSecret is the whsec_ secret of endpoints made by endpoint().
+var testSecret = signing.FormatSecret([]byte("0123456789abcdef0123456789abcdef"))
+
+// endpoint is an endpoint with a sealed signing secret.
+func endpoint(id, url string) *sluicev1.Endpoint {
+	key, err := signing.ParseSecret(testSecret)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	latency, err := m.Float64Histogram("latency")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &deliverer{
-		http: newHTTPClient(16), endpoints: eps, timeout: timeout, excerpt: excerpt,
-		userAgent: testUserAgent, log: slog.New(slog.DiscardHandler), attempts: attempts, latency: latency,
-	}
+	return &sluicev1.Endpoint{Id: id, Url: url, Etag: "1", SecretSealed: box.Seal(key, id)}
 }
 
 func delivery(endpointID string) *sluicev1.Delivery {
@@ -309,26 +326,33 @@ func TestAttemptOutcome(t *testing.T) {
 		},
 	})
 	closed := closedPortURL(t)
-	eps := endpointMap{}
+	eps := map[string]*sluicev1.Endpoint{}
 	for _, ep := range []*sluicev1.Endpoint{
-		{Id: "ep_ok", Url: recv.url("/ok")},
-		{Id: "ep_created", Url: recv.url("/created")},
-		{Id: "ep_empty", Url: recv.url("/empty")},
-		{Id: "ep_broken", Url: recv.url("/broken")},
-		{Id: "ep_gone", Url: recv.url("/gone")},
-		{Id: "ep_redirect", Url: recv.url("/redirect")},
-		{Id: "ep_slow", Url: recv.url("/slow"), TimeoutMs: 200},
-		{Id: "ep_trickle", Url: recv.url("/trickle"), TimeoutMs: 200},
-		{Id: "ep_closed", Url: closed, TimeoutMs: 2000},
+		endpoint("ep_ok", recv.url("/ok")),
+		endpoint("ep_created", recv.url("/created")),
+		endpoint("ep_empty", recv.url("/empty")),
+		endpoint("ep_broken", recv.url("/broken")),
+		endpoint("ep_gone", recv.url("/gone")),
+		endpoint("ep_redirect", recv.url("/redirect")),
+		withTimeout(endpoint("ep_slow", recv.url("/slow")), 200),
+		withTimeout(endpoint("ep_trickle", recv.url("/trickle")), 200),
+		withTimeout(endpoint("ep_closed", closed), 2000),
 		// Its own timeout is longer than the sender's default (300 ms), and
 		// the receiver answers between the two.
-		{Id: "ep_patient", Url: recv.url("/late"), TimeoutMs: 2000},
+		withTimeout(endpoint("ep_patient", recv.url("/late")), 2000),
 		// No timeout of its own: the default applies.
-		{Id: "ep_default_timeout", Url: recv.url("/slow")},
+		endpoint("ep_default_timeout", recv.url("/slow")),
+		// Internal addresses are refused unless allowed.
+		endpoint("ep_private", "http://10.0.0.1/hook"),
+		endpoint("ep_metadata", "http://169.254.169.254/latest/meta-data/"),
+		endpoint("ep_loopback_v6", "http://[::1]:9/hook"),
+		// A secret sealed for another endpoint does not open: no unsigned
+		// webhook is ever sent.
+		{Id: "ep_bad_secret", Url: recv.url("/ok"), SecretSealed: box.Seal([]byte("0123456789abcdef01234567"), "ep_other")},
 	} {
 		eps[ep.Id] = ep
 	}
-	d := newTestDeliverer(t, eps, 300*time.Millisecond, 4096)
+	d := newTestDeliverer(t, 300*time.Millisecond, 4096)
 
 	for _, tc := range []struct {
 		desc        string
@@ -365,13 +389,19 @@ func TestAttemptOutcome(t *testing.T) {
 			maxLatency: slow / 2},
 		{desc: "closed port is a network error", endpoint: "ep_closed",
 			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR, wantError: "connection refused"},
-		{desc: "unknown endpoint is a network error naming it", endpoint: "ep_nowhere",
-			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR, wantError: "endpoint ep_nowhere is unknown"},
+		{desc: "a private address is blocked", endpoint: "ep_private",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED, wantError: "10.0.0.1"},
+		{desc: "the metadata address is blocked", endpoint: "ep_metadata",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED, wantError: "cloud metadata"},
+		{desc: "IPv6 loopback is blocked", endpoint: "ep_loopback_v6",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED, wantError: "::1"},
+		{desc: "a secret that does not open blocks the attempt", endpoint: "ep_bad_secret",
+			wantOutcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED, wantError: "not sent: the signing secret of endpoint ep_bad_secret cannot be opened"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			dl := delivery(tc.endpoint)
 			before := time.Now()
-			a := d.attempt(dl)
+			a := d.Attempt(dl, eps[tc.endpoint])
 			took := time.Since(before)
 
 			if a.Outcome != tc.wantOutcome {
@@ -440,8 +470,8 @@ func TestAttemptCutsTheResponseToTheExcerptLimit(t *testing.T) {
 					io.WriteString(w, body)
 				},
 			})
-			d := newTestDeliverer(t, endpointMap{"ep_big": {Id: "ep_big", Url: recv.url("/big")}}, time.Second, limit)
-			a := d.attempt(delivery("ep_big"))
+			d := newTestDeliverer(t, time.Second, limit)
+			a := d.Attempt(delivery("ep_big"), endpoint("ep_big", recv.url("/big")))
 			if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR || a.StatusCode != 503 {
 				t.Fatalf("outcome %v status %d error %q, want HTTP_ERROR 503", a.Outcome, a.StatusCode, a.Error)
 			}
@@ -455,8 +485,8 @@ func TestAttemptCutsTheResponseToTheExcerptLimit(t *testing.T) {
 		recv := newReceiver(t, map[string]http.HandlerFunc{
 			"/": func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "something") },
 		})
-		d := newTestDeliverer(t, endpointMap{"ep": {Id: "ep", Url: recv.url("/")}}, time.Second, 0)
-		if a := d.attempt(delivery("ep")); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS || a.ResponseExcerpt != nil {
+		d := newTestDeliverer(t, time.Second, 0)
+		if a := d.Attempt(delivery("ep"), endpoint("ep", recv.url("/"))); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS || a.ResponseExcerpt != nil {
 			t.Fatalf("outcome %v excerpt %q, want SUCCESS and no excerpt", a.Outcome, a.ResponseExcerpt)
 		}
 	})
@@ -473,16 +503,17 @@ func TestAttemptRequest(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		},
 	})
-	ep := &sluicev1.Endpoint{Id: "ep_headers", Url: recv.url("/hook?tenant=acme"), Headers: map[string]string{
+	ep := endpoint("ep_headers", recv.url("/hook?tenant=acme"))
+	ep.Headers = map[string]string{
 		"X-Custom":      "custom value",
 		"Authorization": "Bearer s3cret",
 		// The webhook-id is the event's; an endpoint cannot override it.
 		"webhook-id": "forged",
-	}}
-	d := newTestDeliverer(t, endpointMap{ep.Id: ep}, time.Second, 4096)
+	}
+	d := newTestDeliverer(t, time.Second, 4096)
 	dl := delivery(ep.Id)
 	before := time.Now()
-	a := d.attempt(dl)
+	a := d.Attempt(dl, ep)
 	after := time.Now()
 	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 		t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
@@ -521,5 +552,157 @@ func TestAttemptRequest(t *testing.T) {
 		Timestamp: time.UnixMilli(dl.EventReceivedAtMs).UTC().Format("2006-01-02T15:04:05.000Z"), Data: dl.Data}
 	if fmt.Sprint(w) != fmt.Sprint(want) {
 		t.Errorf("body %s, want %+v", body, want)
+	}
+}
+
+// verify checks r's signature with the independent Standard Webhooks
+// library under secret.
+func verify(t testing.TB, secret string, r *http.Request, body []byte) error {
+	t.Helper()
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wh.Verify(body, r.Header)
+}
+
+// traceparentFormat is W3C Trace Context version 00, sampled.
+var traceparentFormat = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-01$`)
+
+func TestAttemptIsSignedAndTraced(t *testing.T) {
+	type got struct {
+		r    *http.Request
+		body []byte
+	}
+	reqs := make(chan got, 10)
+	recv := newReceiver(t, map[string]http.HandlerFunc{
+		"/hook": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			reqs <- got{r, b}
+			w.WriteHeader(http.StatusNoContent)
+		},
+	})
+	d := newTestDeliverer(t, time.Second, 0)
+	oldSecret := signing.FormatSecret([]byte("the previous secret, 32 bytes!!!"))
+	oldKey, _ := signing.ParseSecret(oldSecret)
+	other := signing.FormatSecret([]byte("a secret nobody configured here."))
+
+	t.Run("one secret", func(t *testing.T) {
+		ep := endpoint("ep_signed", recv.url("/hook"))
+		dl := delivery(ep.Id)
+		a := d.Attempt(dl, ep)
+		if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+		}
+		g := <-reqs
+		if err := verify(t, testSecret, g.r, g.body); err != nil {
+			t.Fatalf("the Standard Webhooks library rejects our signature: %v (header %q)", err, g.r.Header.Get("Webhook-Signature"))
+		}
+		if err := verify(t, other, g.r, g.body); err == nil {
+			t.Fatal("a different secret verifies too")
+		}
+		if sig := g.r.Header.Get("Webhook-Signature"); strings.Count(sig, "v1,") != 1 {
+			t.Fatalf("signature header %q, want exactly one v1 signature", sig)
+		}
+		m := traceparentFormat.FindStringSubmatch(g.r.Header.Get("Traceparent"))
+		if m == nil {
+			t.Fatalf("traceparent %q is not W3C version 00", g.r.Header.Get("Traceparent"))
+		}
+		if m[1] != a.TraceId {
+			t.Fatalf("traceparent trace id %s, attempt record says %s", m[1], a.TraceId)
+		}
+		// Every attempt of one event shares the trace; each is its own span.
+		a2 := d.Attempt(dl, ep)
+		g2 := <-reqs
+		m2 := traceparentFormat.FindStringSubmatch(g2.r.Header.Get("Traceparent"))
+		if a2.TraceId != a.TraceId || m2 == nil || m2[2] == m[2] {
+			t.Fatalf("second attempt traceparent %q (trace %s), first %q", g2.r.Header.Get("Traceparent"), a2.TraceId, m[0])
+		}
+		if g2.r.Header.Get("Webhook-Id") != g.r.Header.Get("Webhook-Id") {
+			t.Fatal("webhook-id differs between attempts of one delivery")
+		}
+	})
+	t.Run("rotation grace: both secrets verify", func(t *testing.T) {
+		ep := endpoint("ep_rotating", recv.url("/hook"))
+		ep.PreviousSecretSealed = box.Seal(oldKey, ep.Id)
+		ep.PreviousSecretExpiresAtMs = time.Now().Add(time.Hour).UnixMilli()
+		ep.Etag = "2"
+		if a := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+		}
+		g := <-reqs
+		sig := g.r.Header.Get("Webhook-Signature")
+		if parts := strings.Split(sig, " "); len(parts) != 2 {
+			t.Fatalf("signature header %q, want two space-separated signatures", sig)
+		}
+		for _, secret := range []string{testSecret, oldSecret} {
+			if err := verify(t, secret, g.r, g.body); err != nil {
+				t.Errorf("a receiver holding %s… rejects the webhook: %v", secret[:10], err)
+			}
+		}
+	})
+	t.Run("previous secret expired: only the current signs", func(t *testing.T) {
+		ep := endpoint("ep_rotated", recv.url("/hook"))
+		ep.PreviousSecretSealed = box.Seal(oldKey, ep.Id)
+		ep.PreviousSecretExpiresAtMs = time.Now().Add(-time.Second).UnixMilli()
+		if a := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+		}
+		g := <-reqs
+		if err := verify(t, oldSecret, g.r, g.body); err == nil {
+			t.Fatal("the expired secret still verifies")
+		}
+		if err := verify(t, testSecret, g.r, g.body); err != nil {
+			t.Fatalf("current secret: %v", err)
+		}
+	})
+	t.Run("a rotation takes effect at once (new etag)", func(t *testing.T) {
+		ep := endpoint("ep_new_secret", recv.url("/hook"))
+		d.Attempt(delivery(ep.Id), ep)
+		<-reqs
+		newKey := []byte("the rotated secret is 32 bytes!!")
+		ep = &sluicev1.Endpoint{Id: ep.Id, Url: ep.Url, Etag: "2", SecretSealed: box.Seal(newKey, ep.Id)}
+		d.Attempt(delivery(ep.Id), ep)
+		g := <-reqs
+		if err := verify(t, signing.FormatSecret(newKey), g.r, g.body); err != nil {
+			t.Fatalf("signed with a stale secret after rotation: %v", err)
+		}
+	})
+}
+
+// TestAttemptVerifiesTLS: a certificate no system root vouches for fails
+// the attempt; nothing is sent in the clear instead.
+func TestAttemptVerifiesTLS(t *testing.T) {
+	var hits atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1) }))
+	t.Cleanup(srv.Close)
+	d := newTestDeliverer(t, time.Second, 0)
+	a := d.Attempt(delivery("ep_tls"), endpoint("ep_tls", srv.URL+"/hook"))
+	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR || !strings.Contains(a.Error, "certificate") {
+		t.Fatalf("outcome %v error %q, want a certificate error", a.Outcome, a.Error)
+	}
+	if hits.Load() != 0 {
+		t.Fatal("the request reached a server with an unverified certificate")
+	}
+}
+
+// BenchmarkAttempt is the hot path of a delivery: body, signature, headers,
+// one keep-alive POST to a local receiver and the attempt record.
+func BenchmarkAttempt(b *testing.B) {
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	b.Cleanup(func() { _ = srv.Shutdown() })
+	d := newTestDeliverer(b, time.Second, 0)
+	ep := endpoint("ep_bench", "http://"+ln.Addr().String()+"/hook")
+	dl := delivery(ep.Id)
+	b.ReportAllocs()
+	for b.Loop() {
+		if a := d.Attempt(dl, ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+			b.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+		}
 	}
 }

@@ -1,0 +1,64 @@
+package dispatch
+
+import (
+	"math"
+	"time"
+)
+
+// bucket is a token bucket: rate tokens per second, holding at most burst.
+// A request takes one token. burst is a tenth of a second's worth (at least
+// one), so in any one-second window an endpoint receives at most
+// rate + rate/10 requests: within the 10 % the rate limit promises, while
+// timer jitter of a few milliseconds does not cost throughput.
+type bucket struct {
+	rate   float64 // tokens per second; 0 means unlimited
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+// setRate changes the rate, keeping the tokens already earned (capped).
+func (b *bucket) setRate(rate float64) {
+	if rate == b.rate {
+		return
+	}
+	b.rate = rate
+	b.burst = math.Max(1, rate/10)
+	b.tokens = math.Min(b.tokens, b.burst)
+}
+
+// take spends a token if one is available at now.
+func (b *bucket) take(now time.Time) bool {
+	if b.rate <= 0 {
+		return true
+	}
+	b.refill(now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
+// wait is how long until a token is available at now.
+func (b *bucket) wait(now time.Time) time.Duration {
+	if b.rate <= 0 {
+		return 0
+	}
+	b.refill(now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration(math.Ceil((1 - b.tokens) / b.rate * float64(time.Second)))
+}
+
+func (b *bucket) refill(now time.Time) {
+	if b.last.IsZero() {
+		b.tokens, b.last = b.burst, now
+		return
+	}
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = math.Min(b.burst, b.tokens+d.Seconds()*b.rate)
+		b.last = now
+	}
+}

@@ -1,0 +1,48 @@
+package dispatch
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/metric"
+)
+
+type instruments struct {
+	attempts, deferred, parked metric.Int64Counter
+}
+
+func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
+	var err error
+	if m.attempts, err = meter.Int64Counter("sluice.sender.attempts",
+		metric.WithDescription("delivery attempts by outcome")); err != nil {
+		return err
+	}
+	if m.deferred, err = meter.Int64Counter("sluice.sender.deferred",
+		metric.WithDescription("deliveries handed to the first retry tier because they could not start soon, by reason")); err != nil {
+		return err
+	}
+	if m.parked, err = meter.Int64Counter("sluice.sender.parked",
+		metric.WithDescription("deliveries moved to the dead-letter topic without an attempt (endpoint disabled or deleted, record undecodable)")); err != nil {
+		return err
+	}
+	_, err = meter.Int64ObservableGauge("sluice.sender.buffered",
+		metric.WithUnit("By"),
+		metric.WithDescription("approximate bytes of deliveries held in memory; fetching pauses above the memory budget"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			o.Observe(d.buffered)
+			return nil
+		}))
+	if err != nil {
+		return err
+	}
+	_, err = meter.Int64ObservableGauge("sluice.sender.in_flight",
+		metric.WithDescription("webhook requests in flight"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			o.Observe(int64(d.running))
+			return nil
+		}))
+	return err
+}
