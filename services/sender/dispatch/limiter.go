@@ -6,10 +6,11 @@ import (
 )
 
 // bucket is a token bucket: rate tokens per second, holding at most burst.
-// A request takes one token. burst is a tenth of a second's worth (at least
-// one), so in any one-second window an endpoint receives at most
-// rate + rate/10 requests: within the 10 % the rate limit promises, while
-// timer jitter of a few milliseconds does not cost throughput.
+// A request takes one token. burst is a twentieth of a second's worth (at
+// least one), so in any one-second window an endpoint receives at most
+// rate + rate/20 requests: inside the 10 % the rate limit promises with
+// room for network jitter, while timer jitter of a few milliseconds does
+// not cost throughput.
 type bucket struct {
 	rate   float64 // tokens per second; 0 means unlimited
 	burst  float64
@@ -23,7 +24,7 @@ func (b *bucket) setRate(rate float64) {
 		return
 	}
 	b.rate = rate
-	b.burst = math.Max(1, rate/10)
+	b.burst = math.Max(1, rate/20)
 	b.tokens = math.Min(b.tokens, b.burst)
 }
 

@@ -92,11 +92,11 @@ func TestBucketHoldsTheRate(t *testing.T) {
 			}
 			// Over the run: the rate, within a token of burst.
 			want := rate * 20
-			if got := float64(len(times)); got < want-1 || got > want+math.Max(1, rate/10)+1 {
+			if got := float64(len(times)); got < want-1 || got > want+math.Max(1, rate/20)+1 {
 				t.Fatalf("%v/s: %v tokens in 20 s, want about %v", rate, got, want)
 			}
-			// In every one-second window: at most rate + 10 %.
-			limit := rate*1.1 + 1
+			// In every one-second window: at most rate + 5 % (the burst).
+			limit := rate + math.Max(1, rate/20)
 			for i := range times {
 				j := i
 				for j < len(times) && times[j].Sub(times[i]) < time.Second {
