@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,10 +48,10 @@ func (e env) with(extra env) env {
 	return out
 }
 
-// start runs a service's Run in the background; when the test ends it
-// cancels it and requires a clean, timely exit.
-func start[C any](t *testing.T, name string, load func([]string, config.LookupEnv) (C, error),
-	run func(context.Context, C) error, e env) {
+// start runs a service's Run in the background; when the test ends (or
+// stop is called) it cancels it and requires a clean, timely exit.
+func start[C any](t testing.TB, name string, load func([]string, config.LookupEnv) (C, error),
+	run func(context.Context, C) error, e env) (stop func()) {
 	t.Helper()
 	cfg, err := load(nil, e.lookup)
 	if err != nil {
@@ -59,21 +60,24 @@ func start[C any](t *testing.T, name string, load func([]string, config.LookupEn
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s stopped with %v", name, err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s stopped with %v", name, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("%s did not stop within 30 s of cancellation", name)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s did not stop within 30 s of cancellation", name)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
-// putEndpoint registers an endpoint in the config topic the way the API
-// will, returning once it is readable.
 // e2eSecret signs the webhooks of endpoints putEndpoint writes without a
 // secret of their own; receivers verify with it.
 var e2eSecret = signing.FormatSecret([]byte("the e2e tests' secret, 32 bytes."))
@@ -93,7 +97,9 @@ var devBox = func() *secretbox.Box {
 // receivers listen on 127.0.0.1.
 var senderEnv = env{"SLUICE_INSECURE_DEV_SECRETS_KEY": "true", "SLUICE_EGRESS_ALLOW": "127.0.0.1/32"}
 
-func putEndpoint(t *testing.T, k *testenv.Kafka, ep *sluicev1.Endpoint) {
+// putEndpoint registers an endpoint in the config topic the way the API
+// will, returning once it is readable.
+func putEndpoint(t testing.TB, k *testenv.Kafka, ep *sluicev1.Endpoint) {
 	t.Helper()
 	if len(ep.SecretSealed) == 0 {
 		key, err := signing.ParseSecret(e2eSecret)

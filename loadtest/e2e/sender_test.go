@@ -49,9 +49,9 @@ func senderKafka(t *testing.T) *testenv.Kafka {
 }
 
 // startSender runs a sender service in this process until the test ends.
-func startSender(t *testing.T, k *testenv.Kafka, extra env) {
+func startSender(t testing.TB, k *testenv.Kafka, extra env) (stop func()) {
 	t.Helper()
-	start(t, "sender", sender.LoadConfig, sender.Run, senderEnv.with(env{
+	return start(t, "sender", sender.LoadConfig, sender.Run, senderEnv.with(env{
 		"SLUICE_KAFKA_BROKERS":    k.Config.Brokers[0],
 		"SLUICE_TOPIC_PREFIX":     k.Prefix,
 		"SLUICE_OPS_ADDR":         "127.0.0.1:0",
@@ -94,7 +94,7 @@ func produceDeliveries(t testing.TB, k *testenv.Kafka, ds ...*sluicev1.Delivery)
 }
 
 // endpointAt registers an endpoint id delivering to url.
-func endpointAt(t *testing.T, k *testenv.Kafka, id, url string, tweak func(*sluicev1.Endpoint)) {
+func endpointAt(t testing.TB, k *testenv.Kafka, id, url string, tweak func(*sluicev1.Endpoint)) {
 	t.Helper()
 	ep := &sluicev1.Endpoint{Id: id, TenantId: "ten_e2e", Url: url, Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED}
 	if tweak != nil {

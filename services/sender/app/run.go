@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -49,7 +50,12 @@ func Run(ctx context.Context, cfg Config) error {
 		// The bound on records waiting for Kafka: attempt records are
 		// produced asynchronously, and when the log lags by this many, new
 		// requests wait instead of memory growing.
-		kgo.MaxBufferedRecords(cfg.AttemptLogBuffer))
+		kgo.MaxBufferedRecords(cfg.AttemptLogBuffer),
+		// Nothing waits on these records but the commit of their delivery;
+		// 10 ms of linger batches a busy sender's attempt records into a
+		// few produce requests per second per partition instead of one per
+		// request, which the broker (sharing the cores) pays for.
+		kgo.ProducerLinger(10*time.Millisecond))
 	if err != nil {
 		return err
 	}
