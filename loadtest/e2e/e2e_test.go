@@ -36,6 +36,17 @@ type env map[string]string
 
 func (e env) lookup(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
+// commonEnv is what every service under test needs: the test's broker and
+// topics, an ops listener on a free port, and quiet logs.
+func commonEnv(k *testenv.Kafka) env {
+	return env{
+		"SLUICE_KAFKA_BROKERS": k.Config.Brokers[0],
+		"SLUICE_TOPIC_PREFIX":  k.Prefix,
+		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
+		"SLUICE_LOG_LEVEL":     "warn",
+	}
+}
+
 // with returns e with extra's settings added (extra wins).
 func (e env) with(extra env) env {
 	out := env{}
@@ -150,30 +161,15 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 		EventTypes: []string{"order.*"}, Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED}
 	putEndpoint(t, k, ep)
 
-	common := env{
-		"SLUICE_KAFKA_BROKERS": k.Config.Brokers[0],
-		"SLUICE_TOPIC_PREFIX":  k.Prefix,
-		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
-		"SLUICE_LOG_LEVEL":     "warn",
-	}
-	with := func(extra env) env {
-		out := env{}
-		for k, v := range common {
-			out[k] = v
-		}
-		for k, v := range extra {
-			out[k] = v
-		}
-		return out
-	}
-	start(t, "logwriter", logwriter.LoadConfig, logwriter.Run, with(env{
+	common := commonEnv(k)
+	start(t, "logwriter", logwriter.LoadConfig, logwriter.Run, common.with(env{
 		"SLUICE_GROUP":               k.Prefix + "logwriter",
 		"SLUICE_CLICKHOUSE_ADDRS":    ch.Config.Addrs[0],
 		"SLUICE_CLICKHOUSE_DATABASE": ch.Config.Database,
 		"SLUICE_BATCH_WAIT":          "200ms",
 	}))
-	start(t, "sender", sender.LoadConfig, sender.Run, with(senderEnv.with(env{"SLUICE_GROUP": k.Prefix + "sender"})))
-	start(t, "ingest", ingest.LoadConfig, ingest.Run, with(env{
+	start(t, "sender", sender.LoadConfig, sender.Run, common.with(senderEnv).with(env{"SLUICE_GROUP": k.Prefix + "sender"}))
+	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
 		"SLUICE_API_ADDR":                 "127.0.0.1:0",
 		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
 		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",

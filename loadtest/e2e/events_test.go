@@ -39,22 +39,15 @@ func TestHTTPEventsEndToEnd(t *testing.T) {
 
 	const adminKey = "admin-key-of-the-e2e-events-test-0123456789"
 	apiAddr := freeAddr(t)
-	common := env{
-		"SLUICE_KAFKA_BROKERS": k.Config.Brokers[0],
-		"SLUICE_TOPIC_PREFIX":  k.Prefix,
-		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
-		"SLUICE_LOG_LEVEL":     "warn",
-	}
-	senderEnv, ingestEnv := senderEnv.with(env{"SLUICE_GROUP": k.Prefix + "sender"}), env{
+	common := commonEnv(k)
+	senderSettings := common.with(senderEnv).with(env{"SLUICE_GROUP": k.Prefix + "sender"})
+	ingestEnv := common.with(env{
 		"SLUICE_API_ADDR":                 apiAddr,
 		"SLUICE_ADMIN_KEY":                adminKey,
 		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
 		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
-	}
-	for k, v := range common {
-		senderEnv[k], ingestEnv[k] = v, v
-	}
-	start(t, "sender", sender.LoadConfig, sender.Run, senderEnv)
+	})
+	start(t, "sender", sender.LoadConfig, sender.Run, senderSettings)
 	start(t, "ingest", ingest.LoadConfig, ingest.Run, ingestEnv)
 
 	a := &apiClient{t: t, base: "http://" + apiAddr}

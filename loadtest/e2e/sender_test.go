@@ -51,11 +51,7 @@ func senderKafka(t *testing.T) *testenv.Kafka {
 // startSender runs a sender service in this process until the test ends.
 func startSender(t testing.TB, k *testenv.Kafka, extra env) (stop func()) {
 	t.Helper()
-	return start(t, "sender", sender.LoadConfig, sender.Run, senderEnv.with(env{
-		"SLUICE_KAFKA_BROKERS":    k.Config.Brokers[0],
-		"SLUICE_TOPIC_PREFIX":     k.Prefix,
-		"SLUICE_OPS_ADDR":         "127.0.0.1:0",
-		"SLUICE_LOG_LEVEL":        "warn",
+	return start(t, "sender", sender.LoadConfig, sender.Run, commonEnv(k).with(senderEnv).with(env{
 		"SLUICE_GROUP":            k.Prefix + "sender",
 		"SLUICE_SHUTDOWN_TIMEOUT": "2s",
 	}).with(extra))
