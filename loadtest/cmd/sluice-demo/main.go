@@ -73,7 +73,7 @@ func main() {
 func run(ctx context.Context, s settings) error {
 	names := topics.NewNames(s.topicPrefix)
 	recv, err := receiver.Start(s.receiverAddr, receiver.OnDelivery(func(d receiver.Delivery) {
-		fmt.Printf("\n→ webhook received by endpoint %q\n  webhook-id: %s\n  webhook-timestamp: %s\n  body: %s\n",
+		fmt.Printf("\n→ webhook received by endpoint %q\n  webhook-id: %s\n  webhook-timestamp: %s\n  webhook-signature: verified with the Standard Webhooks library\n  body: %s\n",
 			d.Endpoint, d.WebhookID, d.Timestamp, d.Body)
 	}))
 	if err != nil {
@@ -91,8 +91,8 @@ func run(ctx context.Context, s settings) error {
 		return err
 	}
 	var ep struct {
-		ID, Tenant, URL string
-		Events          []string
+		ID, Tenant, URL, Secret string
+		Events                  []string
 	}
 	if err := c.call(ctx, "POST", "/v1/endpoints", key.Key, map[string]any{
 		"url": recv.URL("demo"), "description": "make run's demo receiver", "events": []string{"order.*"},
@@ -101,6 +101,10 @@ func run(ctx context.Context, s settings) error {
 	}
 	fmt.Printf("through the API: tenant %s, API key %s…, endpoint %s → %s (events %v)\n",
 		tenant.ID, key.Key[:10], ep.ID, ep.URL, ep.Events)
+	// The receiver answers only webhooks signed with the endpoint's secret.
+	if err := recv.SetSecret("demo", ep.Secret); err != nil {
+		return fmt.Errorf("the API's endpoint secret: %w", err)
+	}
 
 	producer, err := kafkax.NewProducer(s.kafka)
 	if err != nil {
