@@ -92,6 +92,10 @@ func TestEnsureTopics(t *testing.T) {
 	if err := kafkax.EnsureTopics(ctx, k.Admin, grown); err != nil {
 		t.Fatalf("EnsureTopics over an existing topic: %v", err)
 	}
+	// Creation returns before every broker's metadata knows the topics.
+	if err := kafkax.WaitTopics(ctx, k.Admin, compacted, deleted); err != nil {
+		t.Fatal(err)
+	}
 
 	details, err := k.Admin.ListTopics(ctx, compacted, deleted)
 	if err != nil {
