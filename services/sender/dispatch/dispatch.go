@@ -441,6 +441,7 @@ func (d *Dispatcher) pump(q *queue) {
 func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
 	a := d.attempter.Attempt(j.d, ep)
 	d.m.attempts.Add(d.work, 1, metric.WithAttributes(attribute.String("outcome", a.Outcome.Label())))
+	d.m.latency.Record(d.work, float64(a.LatencyUs)/1e6)
 	d.locked(func() {
 		q.running--
 		d.stats.Attempts++

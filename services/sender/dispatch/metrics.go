@@ -8,12 +8,17 @@ import (
 
 type instruments struct {
 	attempts, deferred, parked metric.Int64Counter
+	latency                    metric.Float64Histogram
 }
 
 func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
 	var err error
 	if m.attempts, err = meter.Int64Counter("sluice.sender.attempts",
 		metric.WithDescription("delivery attempts by outcome")); err != nil {
+		return err
+	}
+	if m.latency, err = meter.Float64Histogram("sluice.sender.attempt.duration", metric.WithUnit("s"),
+		metric.WithDescription("duration of webhook requests")); err != nil {
 		return err
 	}
 	if m.deferred, err = meter.Int64Counter("sluice.sender.deferred",
