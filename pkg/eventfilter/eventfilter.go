@@ -18,6 +18,13 @@
 //
 // Partial wildcards such as ord* or ** are invalid: they would suggest a
 // glob that Match does not implement.
+//
+// Types starting with ReservedPrefix are Sluice's own operational events
+// (sluice.endpoint.disabled, sluice.delivery.exhausted,
+// sluice.endpoint.recovered). Only a filter that itself starts with
+// "sluice." matches them: an endpoint subscribed to everything does not get
+// them unasked, and a failing catch-all endpoint is not sent news of its
+// own failure.
 package eventfilter
 
 import (
@@ -32,6 +39,12 @@ import (
 // deepest names in use (sluice.endpoint.disabled is 24) and keeps a type
 // cheap to store in every delivery log row and to index.
 const MaxTypeLen = 128
+
+// ReservedPrefix starts the types only Sluice may emit.
+const ReservedPrefix = "sluice."
+
+// Reserved reports whether eventType is one of Sluice's own.
+func Reserved(eventType string) bool { return strings.HasPrefix(eventType, ReservedPrefix) }
 
 // wildcard is the only segment besides literal names a filter may have.
 const wildcard = "*"
@@ -122,6 +135,9 @@ func checkSegment(seg string, filter bool) string {
 // but Match does not panic. It does not allocate: it runs for every event
 // against every filter of every endpoint of the tenant.
 func Match(filter, eventType string) bool {
+	if Reserved(eventType) && !strings.HasPrefix(filter, ReservedPrefix) {
+		return false
+	}
 	f, t := filter, eventType
 	for {
 		fseg, frest, fmore := strings.Cut(f, ".")
@@ -170,9 +186,9 @@ func Compile(filters []string) (Set, error) {
 }
 
 // Matches reports whether eventType, which must be valid, matches any filter
-// of s, or s is empty.
+// of s, or s is empty (a reserved type only by a filter naming it).
 func (s Set) Matches(eventType string) bool {
-	if s.all || len(s.filters) == 0 {
+	if (s.all || len(s.filters) == 0) && !Reserved(eventType) {
 		return true
 	}
 	for _, f := range s.filters {

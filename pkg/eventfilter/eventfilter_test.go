@@ -112,41 +112,45 @@ func TestMatch(t *testing.T) {
 		filter, typ string
 		want        bool
 	}{
-		"exact":                              {"order.created", "order.created", true},
-		"exact one segment":                  {"ping", "ping", true},
-		"different name":                     {"order.created", "order.updated", false},
-		"filter longer":                      {"order.created.v2", "order.created", false},
-		"type longer":                        {"order.created", "order.created.v2", false},
-		"prefix of a segment is not a match": {"order.create", "order.created", false},
-		"segment boundary respected":         {"order", "orders", false},
-		"dots are not wildcards":             {"order.created", "order_created", false},
-		"types are case-sensitive":           {"order.created", "Order.created", false},
-		"case-sensitive in last segment":     {"order.created", "order.CREATED", false},
-		"wildcard filter keeps literal case": {"Order.*", "order.created", false},
-		"star alone matches one segment":     {"*", "ping", true},
-		"star alone matches two segments":    {"*", "order.created", true},
-		"star alone matches many":            {"*", "sluice.endpoint.disabled.v1", true},
-		"trailing star one more":             {"order.*", "order.created", true},
-		"trailing star two more":             {"order.*", "order.item.created", true},
-		"trailing star needs one":            {"order.*", "order", false},
-		"trailing star other prefix":         {"order.*", "invoice.created", false},
-		"trailing star prefix boundary":      {"order.*", "orders.created", false},
-		"trailing star deep":                 {"a.b.*", "a.b.c.d.e", true},
-		"trailing star deep too short":       {"a.b.*", "a.b", false},
-		"leading star one":                   {"*.created", "order.created", true},
-		"leading star not two":               {"*.created", "order.item.created", false},
-		"leading star not zero":              {"*.created", "created", false},
-		"leading star last differs":          {"*.created", "order.paid", false},
-		"middle star":                        {"a.*.c", "a.b.c", true},
-		"middle star not zero":               {"a.*.c", "a.c", false},
-		"middle star not two":                {"a.*.c", "a.b.b.c", false},
-		"middle star wrong end":              {"a.*.c", "a.b.d", false},
-		"middle star wrong start":            {"a.*.c", "x.b.c", false},
-		"star star needs two":                {"*.*", "ping", false},
-		"star star two":                      {"*.*", "order.created", true},
-		"star star three":                    {"*.*", "order.item.created", true},
-		"star in middle then trailing":       {"a.*.*", "a.b.c.d", true},
-		"star in middle then trailing short": {"a.*.*", "a.b", false},
+		"exact":                               {"order.created", "order.created", true},
+		"reserved type by name":               {"sluice.endpoint.disabled", "sluice.endpoint.disabled", true},
+		"reserved types by sluice.*":          {"sluice.*", "sluice.delivery.exhausted", true},
+		"star does not match reserved":        {"*", "sluice.endpoint.disabled", false},
+		"star prefix does not match reserved": {"*.endpoint.disabled", "sluice.endpoint.disabled", false},
+		"exact one segment":                   {"ping", "ping", true},
+		"different name":                      {"order.created", "order.updated", false},
+		"filter longer":                       {"order.created.v2", "order.created", false},
+		"type longer":                         {"order.created", "order.created.v2", false},
+		"prefix of a segment is not a match":  {"order.create", "order.created", false},
+		"segment boundary respected":          {"order", "orders", false},
+		"dots are not wildcards":              {"order.created", "order_created", false},
+		"types are case-sensitive":            {"order.created", "Order.created", false},
+		"case-sensitive in last segment":      {"order.created", "order.CREATED", false},
+		"wildcard filter keeps literal case":  {"Order.*", "order.created", false},
+		"star alone matches one segment":      {"*", "ping", true},
+		"star alone matches two segments":     {"*", "order.created", true},
+		"star alone matches many":             {"*", "billing.invoice.payment.failed", true},
+		"trailing star one more":              {"order.*", "order.created", true},
+		"trailing star two more":              {"order.*", "order.item.created", true},
+		"trailing star needs one":             {"order.*", "order", false},
+		"trailing star other prefix":          {"order.*", "invoice.created", false},
+		"trailing star prefix boundary":       {"order.*", "orders.created", false},
+		"trailing star deep":                  {"a.b.*", "a.b.c.d.e", true},
+		"trailing star deep too short":        {"a.b.*", "a.b", false},
+		"leading star one":                    {"*.created", "order.created", true},
+		"leading star not two":                {"*.created", "order.item.created", false},
+		"leading star not zero":               {"*.created", "created", false},
+		"leading star last differs":           {"*.created", "order.paid", false},
+		"middle star":                         {"a.*.c", "a.b.c", true},
+		"middle star not zero":                {"a.*.c", "a.c", false},
+		"middle star not two":                 {"a.*.c", "a.b.b.c", false},
+		"middle star wrong end":               {"a.*.c", "a.b.d", false},
+		"middle star wrong start":             {"a.*.c", "x.b.c", false},
+		"star star needs two":                 {"*.*", "ping", false},
+		"star star two":                       {"*.*", "order.created", true},
+		"star star three":                     {"*.*", "order.item.created", true},
+		"star in middle then trailing":        {"a.*.*", "a.b.c.d", true},
+		"star in middle then trailing short":  {"a.*.*", "a.b", false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := eventfilter.ValidateFilter(tc.filter); err != nil {
@@ -168,6 +172,9 @@ func TestMatch(t *testing.T) {
 // reference is the matching rules written the obvious way, with splits and
 // allocations, to check Match against.
 func reference(filter, typ string) bool {
+	if strings.HasPrefix(typ, "sluice.") && !strings.HasPrefix(filter, "sluice.") {
+		return false // reserved types match only filters naming them
+	}
 	f, t := strings.Split(filter, "."), strings.Split(typ, ".")
 	if f[len(f)-1] == "*" {
 		// Final '*': one or more remaining segments.
@@ -202,8 +209,15 @@ func TestSet(t *testing.T) {
 		match   []string
 		noMatch []string
 	}{
-		"nil set matches all":   {filters: nil, match: []string{"order.created", "ping", "sluice.endpoint.disabled"}},
-		"empty set matches all": {filters: []string{}, match: []string{"order.created", "ping"}},
+		"nil set matches all but reserved types": {filters: nil, match: []string{"order.created", "ping"},
+			noMatch: []string{"sluice.endpoint.disabled"}},
+		"empty set matches all": {filters: []string{}, match: []string{"order.created", "ping"},
+			noMatch: []string{"sluice.delivery.exhausted"}},
+		"star matches all but reserved types": {filters: []string{"*"}, match: []string{"order.created"},
+			noMatch: []string{"sluice.endpoint.recovered"}},
+		"reserved types by name or by sluice.*": {filters: []string{"*", "sluice.endpoint.*"},
+			match:   []string{"order.created", "sluice.endpoint.disabled", "sluice.endpoint.recovered"},
+			noMatch: []string{"sluice.delivery.exhausted"}},
 		"one filter": {
 			filters: []string{"order.*"},
 			match:   []string{"order.created", "order.item.created"},
@@ -376,7 +390,7 @@ func FuzzValidateFilter(f *testing.F) {
 
 // FuzzMatch checks that Match never panics, on any input, and that on valid
 // inputs it agrees with reference and the identities hold: "*" matches every
-// type and a type, used as a filter, matches itself.
+// type but the reserved ones, and a type, used as a filter, matches itself.
 func FuzzMatch(f *testing.F) {
 	for _, a := range seeds {
 		for _, b := range seeds {
@@ -388,8 +402,8 @@ func FuzzMatch(f *testing.F) {
 		if eventfilter.ValidateType(typ) != nil {
 			return
 		}
-		if !eventfilter.Match("*", typ) {
-			t.Fatalf("Match(\"*\", %q) = false", typ)
+		if eventfilter.Match("*", typ) == eventfilter.Reserved(typ) {
+			t.Fatalf("Match(\"*\", %q) = %v for a type reserved: %v", typ, !eventfilter.Reserved(typ), eventfilter.Reserved(typ))
 		}
 		if !eventfilter.Match(typ, typ) {
 			t.Fatalf("Match(%q, %q) = false", typ, typ)

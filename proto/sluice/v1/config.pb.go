@@ -403,8 +403,13 @@ type Endpoint struct {
 	Etag        string `protobuf:"bytes,19,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Overrides the tenant's retry schedule; empty means inherit.
 	RetryScheduleMs []int64 `protobuf:"varint,20,rep,packed,name=retry_schedule_ms,json=retryScheduleMs,proto3" json:"retry_schedule_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When the endpoint's current run of failures began (Unix ms), written by
+	// the sender once a run has lasted an hour and cleared by its first
+	// success; 0 when it is not failing. An endpoint failing for the
+	// configured time (5 days by default) is disabled.
+	FailingSinceMs int64 `protobuf:"varint,21,opt,name=failing_since_ms,json=failingSinceMs,proto3" json:"failing_since_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -577,6 +582,13 @@ func (x *Endpoint) GetRetryScheduleMs() []int64 {
 	return nil
 }
 
+func (x *Endpoint) GetFailingSinceMs() int64 {
+	if x != nil {
+		return x.FailingSinceMs
+	}
+	return 0
+}
+
 var File_sluice_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_config_proto_rawDesc = "" +
@@ -606,7 +618,7 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\bkey_hash\x18\x04 \x01(\fR\akeyHash\x12\x16\n" +
 	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\x12\n" +
-	"\x04etag\x18\a \x01(\tR\x04etag\"\xfd\x06\n" +
+	"\x04etag\x18\a \x01(\tR\x04etag\"\xa7\a\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x10\n" +
@@ -631,7 +643,8 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rcreated_at_ms\x18\x11 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rupdated_at_ms\x18\x12 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x13 \x01(\tR\x04etag\x12*\n" +
-	"\x11retry_schedule_ms\x18\x14 \x03(\x03R\x0fretryScheduleMs\x1a;\n" +
+	"\x11retry_schedule_ms\x18\x14 \x03(\x03R\x0fretryScheduleMs\x12(\n" +
+	"\x10failing_since_ms\x18\x15 \x01(\x03R\x0efailingSinceMs\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -47,9 +46,6 @@ const (
 	// of common APIs (Stripe's is 255), room for a UUID or a key built from
 	// several ids, and far below any proxy's header limit.
 	maxIdempotencyKey = 255
-	// reservedTypePrefix starts the types of events Sluice sends itself
-	// (sluice.endpoint.disabled); a tenant cannot send them.
-	reservedTypePrefix = "sluice."
 	// idempotencyHeader names the header that makes a single event
 	// idempotent when its body has no id.
 	idempotencyHeader = "Idempotency-Key"
@@ -349,8 +345,10 @@ func (a *API) prepareEvent(tenant string, in EventCreate, key string, headerErrs
 		errs = append(errs, FieldError{"type", "is required: an event type such as order.created"})
 	case err != nil:
 		errs = append(errs, FieldError{"type", err.Error()})
-	case strings.HasPrefix(in.Type, reservedTypePrefix):
-		errs = append(errs, FieldError{"type", "types starting with " + reservedTypePrefix + " are reserved for events Sluice sends"})
+	case eventfilter.Reserved(in.Type):
+		// Sluice's operational events (sluice.endpoint.disabled); a
+		// tenant cannot send them.
+		errs = append(errs, FieldError{"type", "types starting with " + eventfilter.ReservedPrefix + " are reserved for events Sluice sends"})
 	}
 	var id string
 	switch {
