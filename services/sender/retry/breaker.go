@@ -1,0 +1,120 @@
+package retry
+
+import "time"
+
+// BreakerConfig says when an endpoint's circuit opens and for how long.
+type BreakerConfig struct {
+	// Window is how far back attempts count (5 min).
+	Window time.Duration
+	// MinAttempts within the window before the circuit may open (10): a
+	// couple of failures of a quiet endpoint prove nothing.
+	MinAttempts int
+	// FailureRatio at or above which it opens (0.7).
+	FailureRatio float64
+	// OpenFor is how long it stays open before one probe may pass (30 s).
+	OpenFor time.Duration
+}
+
+// DefaultBreaker is DESIGN §6's breaker.
+var DefaultBreaker = BreakerConfig{Window: 5 * time.Minute, MinAttempts: 10, FailureRatio: 0.7, OpenFor: 30 * time.Second}
+
+// Transition is a change of a breaker's state worth telling about.
+type Transition int
+
+const (
+	// Unchanged: no change.
+	Unchanged Transition = iota
+	// Opened: the failures crossed the threshold, or the probe failed.
+	Opened
+	// Closed: the probe succeeded; the endpoint recovered.
+	Closed
+)
+
+type breakerState int
+
+const (
+	closed breakerState = iota
+	open
+	halfOpen
+)
+
+// buckets split the window: counts per window/30 (10 s for 5 min), so the
+// breaker holds 30 pairs of counters per endpoint whatever the traffic.
+const buckets = 30
+
+// Breaker is one endpoint's circuit breaker. The zero value is not usable;
+// NewBreaker makes one. Not safe for concurrent use.
+type Breaker struct {
+	cfg      BreakerConfig
+	width    time.Duration
+	counts   [buckets]struct{ slot, ok, failed int64 }
+	state    breakerState
+	openedAt time.Time
+	probing  bool
+}
+
+// NewBreaker returns a closed breaker.
+func NewBreaker(cfg BreakerConfig) *Breaker {
+	return &Breaker{cfg: cfg, width: max(cfg.Window/buckets, time.Millisecond)}
+}
+
+// Allow reports whether a request may go now. An open breaker lets one
+// probe through once OpenFor has passed; until the probe's result is
+// recorded, nothing else passes.
+func (b *Breaker) Allow(now time.Time) bool {
+	switch b.state {
+	case open:
+		if now.Sub(b.openedAt) < b.cfg.OpenFor {
+			return false
+		}
+		b.state, b.probing = halfOpen, true
+		return true
+	case halfOpen:
+		if b.probing {
+			return false
+		}
+		b.probing = true
+		return true
+	default:
+		return true
+	}
+}
+
+// Record counts the result of a request that Allow let through.
+func (b *Breaker) Record(now time.Time, ok bool) Transition {
+	switch b.state {
+	case halfOpen:
+		b.probing = false
+		if ok {
+			b.state = closed
+			b.counts = [buckets]struct{ slot, ok, failed int64 }{}
+			return Closed
+		}
+		b.state, b.openedAt = open, now
+		return Opened
+	case open:
+		return Unchanged // a request started before the circuit opened
+	}
+	slot := now.UnixNano() / int64(b.width)
+	c := &b.counts[slot%buckets]
+	if c.slot != slot {
+		*c = struct{ slot, ok, failed int64 }{slot: slot}
+	}
+	if ok {
+		c.ok++
+		return Unchanged
+	}
+	c.failed++
+	var total, failed int64
+	for _, c := range b.counts {
+		if slot-c.slot < buckets {
+			total += c.ok + c.failed
+			failed += c.failed
+		}
+	}
+	if total >= int64(b.cfg.MinAttempts) && float64(failed) >= b.cfg.FailureRatio*float64(total) {
+		b.state, b.openedAt = open, now
+		return Opened
+	}
+	return Unchanged
+}
