@@ -17,6 +17,8 @@ package configstore
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -499,6 +501,47 @@ func (s *Store) waitSeen(ctx context.Context, offset int64) error {
 		}
 	}
 }
+
+// NewEtag is a fresh entity tag for a changed object: 64 random bits, hex.
+func NewEtag() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ErrNoEndpoint is returned by UpdateEndpoint for an id that is not an
+// endpoint.
+var ErrNoEndpoint = errors.New("configstore: no such endpoint")
+
+// UpdateEndpoint changes endpoint id as change decides, for Sluice's own
+// writers (the sender disabling an endpoint): change edits the endpoint and
+// reports whether it changed anything; a change gets a new etag and update
+// time, so API clients holding the old etag see a 412. It returns the
+// endpoint as written (or unchanged).
+func (s *Store) UpdateEndpoint(ctx context.Context, id string, change func(e *sluicev1.Endpoint) bool) (*sluicev1.Endpoint, error) {
+	var same *sluicev1.Endpoint
+	rec, err := s.Update(ctx, id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		e := proto.CloneOf(cur.GetEndpoint())
+		if e == nil {
+			return nil, fmt.Errorf("%w: %s", ErrNoEndpoint, id)
+		}
+		if !change(e) {
+			same = e
+			return nil, errUnchanged
+		}
+		e.UpdatedAtMs, e.Etag = time.Now().UnixMilli(), NewEtag()
+		return &sluicev1.ConfigRecord{Object: &sluicev1.ConfigRecord_Endpoint{Endpoint: e}}, nil
+	})
+	if errors.Is(err, errUnchanged) {
+		return same, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rec.GetEndpoint(), nil
+}
+
+var errUnchanged = errors.New("unchanged")
 
 // Put writes rec under key unconditionally and returns once the view shows it.
 func (s *Store) Put(ctx context.Context, key string, rec *sluicev1.ConfigRecord) error {

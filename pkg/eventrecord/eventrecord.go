@@ -52,6 +52,7 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/pkg/errtext"
+	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/eventfilter"
 )
 
@@ -125,8 +126,20 @@ func reject(format string, args ...any) *RejectError {
 // API bounds with its request limit; an invalid e gives a *RejectError whose
 // reason names the field (tenant_id, event_id, type, data), for a 400.
 func FromHTTP(topic string, e *sluicev1.Event) (*kgo.Record, error) {
+	return encode(topic, e, sluicev1.EventSource_EVENT_SOURCE_HTTP)
+}
+
+// FromSystem builds the record of one of Sluice's own operational events
+// (sluice.endpoint.disabled and the like) as FromHTTP does, with source
+// SYSTEM and a new event id.
+func FromSystem(topic, tenant, eventType string, data []byte) (*kgo.Record, error) {
+	return encode(topic, &sluicev1.Event{TenantId: tenant, EventId: ids.New(ids.Event), Type: eventType, Data: data},
+		sluicev1.EventSource_EVENT_SOURCE_SYSTEM)
+}
+
+func encode(topic string, e *sluicev1.Event, source sluicev1.EventSource) (*kgo.Record, error) {
 	e.SchemaVersion = sluicev1.SchemaVersion
-	e.Source = sluicev1.EventSource_EVENT_SOURCE_HTTP
+	e.Source = source
 	if e.ReceivedAtMs == 0 {
 		e.ReceivedAtMs = time.Now().UnixMilli()
 	}

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"time"
 
@@ -103,9 +101,5 @@ func (a *API) writeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.opts.WriteTimeout)
 }
 
-// newEtag is a fresh entity tag: 64 random bits, hex.
-func newEtag() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
+// newEtag is a fresh entity tag.
+func newEtag() string { return configstore.NewEtag() }

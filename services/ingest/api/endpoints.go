@@ -35,6 +35,8 @@ type EndpointJSON struct {
 	RateLimit      *float64          `json:"rate_limit"`
 	Ordered        bool              `json:"ordered"`
 	TimeoutMs      int64             `json:"timeout_ms"`
+	RetrySchedule  []int64           `json:"retry_schedule_ms"`
+	FailingSince   *time.Time        `json:"failing_since,omitempty"`
 	Created        time.Time         `json:"created"`
 	Updated        time.Time         `json:"updated"`
 	Etag           string            `json:"etag"`
@@ -45,8 +47,15 @@ func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	out := EndpointJSON{
 		ID: e.Id, Tenant: e.TenantId, URL: e.Url, Description: e.Description, Events: e.EventTypes,
 		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: e.Headers,
-		MaxInFlight: e.MaxInFlight, Ordered: e.Ordered, TimeoutMs: e.TimeoutMs,
+		MaxInFlight: e.MaxInFlight, Ordered: e.Ordered, TimeoutMs: e.TimeoutMs, RetrySchedule: e.RetryScheduleMs,
 		Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
+	}
+	if out.RetrySchedule == nil {
+		out.RetrySchedule = []int64{}
+	}
+	if e.FailingSinceMs != 0 {
+		t := fromMs(e.FailingSinceMs)
+		out.FailingSince = &t
 	}
 	if e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
 		out.Status = "disabled"
@@ -78,6 +87,8 @@ type EndpointCreate struct {
 	RateLimit   *float64          `json:"rate_limit"`
 	Ordered     bool              `json:"ordered"`
 	TimeoutMs   *int64            `json:"timeout_ms"`
+	// RetrySchedule overrides the tenant's; absent or empty inherits it.
+	RetrySchedule []int64 `json:"retry_schedule_ms"`
 	// Secret is optional; one is made when absent.
 	Secret string `json:"secret"`
 }
@@ -104,6 +115,8 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 		errs = append(errs, validateTimeout(*in.TimeoutMs)...)
 		e.TimeoutMs = *in.TimeoutMs
 	}
+	errs = append(errs, validateRetrySchedule(in.RetrySchedule)...)
+	e.RetryScheduleMs = in.RetrySchedule
 	return errs
 }
 
@@ -111,15 +124,16 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 // replace the stored ones; null resets a field to its default (no rate
 // limit, default concurrency and timeout, empty lists and maps).
 type EndpointPatch struct {
-	URL         Optional[string]            `json:"url"`
-	Description Optional[string]            `json:"description"`
-	Events      Optional[[]string]          `json:"events"`
-	Metadata    Optional[map[string]string] `json:"metadata"`
-	Headers     Optional[map[string]string] `json:"headers"`
-	MaxInFlight Optional[int64]             `json:"max_in_flight"`
-	RateLimit   Optional[float64]           `json:"rate_limit"`
-	Ordered     Optional[bool]              `json:"ordered"`
-	TimeoutMs   Optional[int64]             `json:"timeout_ms"`
+	URL           Optional[string]            `json:"url"`
+	Description   Optional[string]            `json:"description"`
+	Events        Optional[[]string]          `json:"events"`
+	Metadata      Optional[map[string]string] `json:"metadata"`
+	Headers       Optional[map[string]string] `json:"headers"`
+	MaxInFlight   Optional[int64]             `json:"max_in_flight"`
+	RateLimit     Optional[float64]           `json:"rate_limit"`
+	Ordered       Optional[bool]              `json:"ordered"`
+	TimeoutMs     Optional[int64]             `json:"timeout_ms"`
+	RetrySchedule Optional[[]int64]           `json:"retry_schedule_ms"`
 }
 
 func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldError {
@@ -167,6 +181,10 @@ func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldEr
 			errs = append(errs, validateTimeout(in.TimeoutMs.Value)...)
 			e.TimeoutMs = in.TimeoutMs.Value
 		}
+	}
+	if in.RetrySchedule.Set {
+		errs = append(errs, validateRetrySchedule(in.RetrySchedule.Value)...)
+		e.RetryScheduleMs = in.RetrySchedule.Value
 	}
 	return errs
 }

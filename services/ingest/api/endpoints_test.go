@@ -258,6 +258,12 @@ func testEndpointPatch(t *testing.T, e *env) {
 	patch("null resets limits to the defaults", `{"max_in_flight":null,"rate_limit":null,"timeout_ms":null}`, func(w *api.EndpointJSON) {
 		w.MaxInFlight, w.RateLimit, w.TimeoutMs = 10, nil, 15000
 	})
+	patch("own retry schedule", `{"retry_schedule_ms":[1000,60000]}`, func(w *api.EndpointJSON) {
+		w.RetrySchedule = []int64{1000, 60000}
+	})
+	patch("null inherits the tenant's schedule again", `{"retry_schedule_ms":null}`, func(w *api.EndpointJSON) {
+		w.RetrySchedule = []int64{}
+	})
 	patch("lists and maps replaced, not merged", `{"events":["invoice.paid"],"metadata":{"owner":"ops"},"headers":{"X-Env":"prod"}}`,
 		func(w *api.EndpointJSON) {
 			w.Events, w.Metadata, w.Headers = []string{"invoice.paid"}, map[string]string{"owner": "ops"}, map[string]string{"X-Env": "prod"}

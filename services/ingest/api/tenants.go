@@ -23,9 +23,12 @@ type TenantJSON struct {
 	ID       string            `json:"id"`
 	Name     string            `json:"name"`
 	Metadata map[string]string `json:"metadata"`
-	Created  time.Time         `json:"created"`
-	Updated  time.Time         `json:"updated"`
-	Etag     string            `json:"etag"`
+	// RetrySchedule is the waits before each retry of the tenant's
+	// endpoints, in milliseconds; empty means Sluice's default.
+	RetrySchedule []int64   `json:"retry_schedule_ms"`
+	Created       time.Time `json:"created"`
+	Updated       time.Time `json:"updated"`
+	Etag          string    `json:"etag"`
 }
 
 func tenantJSON(t *sluicev1.Tenant) TenantJSON {
@@ -33,20 +36,26 @@ func tenantJSON(t *sluicev1.Tenant) TenantJSON {
 	if md == nil {
 		md = map[string]string{}
 	}
-	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, Created: fromMs(t.CreatedAtMs),
+	rs := t.RetryScheduleMs
+	if rs == nil {
+		rs = []int64{}
+	}
+	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, RetrySchedule: rs, Created: fromMs(t.CreatedAtMs),
 		Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
 }
 
 // TenantCreate is the body of POST /v1/tenants.
 type TenantCreate struct {
-	Name     string            `json:"name"`
-	Metadata map[string]string `json:"metadata"`
+	Name          string            `json:"name"`
+	Metadata      map[string]string `json:"metadata"`
+	RetrySchedule []int64           `json:"retry_schedule_ms"`
 }
 
 // TenantPatch is the body of PATCH /v1/tenants/{id}.
 type TenantPatch struct {
-	Name     Optional[string]            `json:"name"`
-	Metadata Optional[map[string]string] `json:"metadata"`
+	Name          Optional[string]            `json:"name"`
+	Metadata      Optional[map[string]string] `json:"metadata"`
+	RetrySchedule Optional[[]int64]           `json:"retry_schedule_ms"`
 }
 
 func validateName(name string) []FieldError {
@@ -62,12 +71,13 @@ func (a *API) createTenant(r *request) {
 		return
 	}
 	errs := append(validateName(in.Name), validateMetadata(in.Metadata)...)
+	errs = append(errs, validateRetrySchedule(in.RetrySchedule)...)
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
 	}
 	now := ms(a.now())
-	t := &sluicev1.Tenant{Id: ids.New(ids.Tenant), Name: in.Name, Metadata: in.Metadata,
+	t := &sluicev1.Tenant{Id: ids.New(ids.Tenant), Name: in.Name, Metadata: in.Metadata, RetryScheduleMs: in.RetrySchedule,
 		CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
 	ctx, cancel := a.writeCtx()
 	defer cancel()
@@ -128,6 +138,9 @@ func (a *API) patchTenant(r *request) {
 	if in.Metadata.Set {
 		errs = append(errs, validateMetadata(in.Metadata.Value)...)
 	}
+	if in.RetrySchedule.Set {
+		errs = append(errs, validateRetrySchedule(in.RetrySchedule.Value)...)
+	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
@@ -149,6 +162,9 @@ func (a *API) patchTenant(r *request) {
 		}
 		if in.Metadata.Set {
 			t.Metadata = in.Metadata.Value
+		}
+		if in.RetrySchedule.Set {
+			t.RetryScheduleMs = in.RetrySchedule.Value
 		}
 		if proto.Equal(before, t) {
 			return nil, unchanged{cur}

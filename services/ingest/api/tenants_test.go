@@ -191,6 +191,23 @@ func testTenantCRUD(t *testing.T, e *env) {
 		t.Fatalf("after clearing the metadata: %s", raw)
 	}
 
+	// A retry schedule for the tenant's endpoints, checked like an
+	// endpoint's; null goes back to Sluice's default.
+	sched, _, raw := call[api.TenantJSON](t, e.server, 200, "PATCH", "/v1/tenants/"+created.ID, adminKey,
+		`{"retry_schedule_ms":[2000,60000]}`)
+	if len(sched.RetrySchedule) != 2 || sched.RetrySchedule[1] != 60000 {
+		t.Fatalf("after setting a retry schedule: %s", raw)
+	}
+	p := callProblem(t, e.server, 400, "invalid-request", "PATCH", "/v1/tenants/"+created.ID, adminKey,
+		`{"retry_schedule_ms":[500]}`)
+	wantFieldError(t, "retry wait of 500 ms", p, "retry_schedule_ms[0]")
+	back, _, raw := call[api.TenantJSON](t, e.server, 200, "PATCH", "/v1/tenants/"+created.ID, adminKey,
+		`{"retry_schedule_ms":null}`)
+	if len(back.RetrySchedule) != 0 || !strings.Contains(string(raw), `"retry_schedule_ms":[]`) {
+		t.Fatalf("after resetting the retry schedule: %s", raw)
+	}
+	cleared = back
+
 	// A name cannot be removed.
 	for _, body := range []string{`{"name":null}`, `{"name":""}`} {
 		p := callProblem(t, e.server, 400, "invalid-request", "PATCH", "/v1/tenants/"+created.ID, adminKey, body)

@@ -148,6 +148,30 @@ func validateRateLimit(v float64) []FieldError {
 	return nil
 }
 
+// A retry schedule has at most 20 waits (20 retries after the first
+// attempt; the default has 7), each 1 s to 24 h: shorter hammers a failing
+// receiver, longer outlives the retry tiers' retention margin.
+const (
+	maxRetrySteps  = 20
+	minRetryWaitMs = 1000
+	maxRetryWaitMs = 24 * 3600 * 1000
+)
+
+// validateRetrySchedule checks a schedule of waits in milliseconds; an
+// empty one means "inherit".
+func validateRetrySchedule(v []int64) []FieldError {
+	if len(v) > maxRetrySteps {
+		return []FieldError{{"retry_schedule_ms", fmt.Sprintf("has %d waits, at most %d", len(v), maxRetrySteps)}}
+	}
+	for i, w := range v {
+		if w < minRetryWaitMs || w > maxRetryWaitMs {
+			return []FieldError{{fmt.Sprintf("retry_schedule_ms[%d]", i),
+				fmt.Sprintf("must be from %d to %d (1 s to 24 h)", minRetryWaitMs, maxRetryWaitMs)}}
+		}
+	}
+	return nil
+}
+
 func validateTimeout(v int64) []FieldError {
 	if v < minTimeoutMs || v > maxTimeoutMs {
 		return []FieldError{{"timeout_ms", fmt.Sprintf("must be from %d to %d", minTimeoutMs, maxTimeoutMs)}}

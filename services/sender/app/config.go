@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/egress"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/sender/retry"
 )
 
 // Name is the service name in logs and metrics.
@@ -49,6 +50,13 @@ type Config struct {
 	ResponseExcerpt int
 	// UserAgent is sent with every webhook.
 	UserAgent string
+	// Circuit is the per-endpoint circuit breaker; its FailureRatio comes
+	// from CircuitFailurePercent.
+	Circuit               retry.BreakerConfig
+	CircuitFailurePercent int
+	// DisableAfter is how long an endpoint may fail without one success
+	// before the sender disables it.
+	DisableAfter time.Duration
 	// EgressAllow are CIDRs the sender may connect to although they are
 	// internal (loopback, private, link-local…).
 	EgressAllow []string
@@ -83,6 +91,16 @@ func register(c *Config, l *config.Loader) {
 		"records waiting for Kafka at most (attempts, retries, dead letters); beyond it new requests wait")
 	l.Int(&c.ResponseExcerpt, "response-excerpt-bytes", 4096, "bytes of each response body kept for the log")
 	l.String(&c.UserAgent, "user-agent", "Sluice-Webhooks/1", "User-Agent header of every webhook")
+	l.Duration(&c.Circuit.Window, "circuit-window", retry.DefaultBreaker.Window,
+		"how far back an endpoint's attempts count for its circuit breaker")
+	l.Int(&c.Circuit.MinAttempts, "circuit-min-attempts", retry.DefaultBreaker.MinAttempts,
+		"attempts within the window before an endpoint's circuit may open")
+	l.Int(&c.CircuitFailurePercent, "circuit-failure-percent", int(retry.DefaultBreaker.FailureRatio*100),
+		"share of failed attempts within the window, in percent, at which the circuit opens")
+	l.Duration(&c.Circuit.OpenFor, "circuit-open-for", retry.DefaultBreaker.OpenFor,
+		"how long an open circuit holds requests back before one probe may pass")
+	l.Duration(&c.DisableAfter, "disable-after", 5*24*time.Hour,
+		"how long an endpoint may fail without a single success before it is disabled")
 	l.StringList(&c.EgressAllow, "egress-allow", nil,
 		"CIDRs or IPs webhooks may reach although internal (loopback, private, link-local, metadata); empty refuses them all")
 }
@@ -132,6 +150,23 @@ func (c Config) Validate() error {
 	}
 	if c.UserAgent == "" {
 		errs = append(errs, errors.New("user-agent must not be empty"))
+	}
+	if c.Circuit.Window < time.Second || c.Circuit.Window > time.Hour {
+		errs = append(errs, fmt.Errorf("circuit-window must be between 1s and 1h, got %v", c.Circuit.Window))
+	}
+	if c.Circuit.MinAttempts < 1 || c.Circuit.MinAttempts > 100000 {
+		errs = append(errs, fmt.Errorf("circuit-min-attempts must be between 1 and 100000, got %d", c.Circuit.MinAttempts))
+	}
+	// 100 % opens only when every attempt failed; above that it never would.
+	if c.CircuitFailurePercent < 1 || c.CircuitFailurePercent > 100 {
+		errs = append(errs, fmt.Errorf("circuit-failure-percent must be between 1 and 100, got %d", c.CircuitFailurePercent))
+	}
+	if c.Circuit.OpenFor < 100*time.Millisecond || c.Circuit.OpenFor > time.Hour {
+		errs = append(errs, fmt.Errorf("circuit-open-for must be between 100ms and 1h, got %v", c.Circuit.OpenFor))
+	}
+	// Below an hour a receiver's routine maintenance would disable it.
+	if c.DisableAfter < time.Hour || c.DisableAfter > 90*24*time.Hour {
+		errs = append(errs, fmt.Errorf("disable-after must be between 1h and 2160h (90 days), got %v", c.DisableAfter))
 	}
 	if _, err := egress.ParseAllowList(c.EgressAllow); err != nil {
 		errs = append(errs, fmt.Errorf("egress-allow: %w", err))

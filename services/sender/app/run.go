@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/services/sender/deliver"
 	"github.com/sluicehq/sluice/services/sender/dispatch"
+	"github.com/sluicehq/sluice/services/sender/retry"
 )
 
 // Run runs the sender until ctx is cancelled, then finishes the requests
@@ -37,7 +38,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	need := append([]string{names.Deliveries, names.Dead, names.Attempts, names.Config}, names.Retry...)
+	need := append([]string{names.Deliveries, names.Dead, names.Attempts, names.Config, names.Events}, names.Retry...)
 	if err := service.RequireTopics(ctx, cfg.Kafka, need...); err != nil {
 		return err
 	}
@@ -77,6 +78,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// One poll takes at most a few fetches' worth; the memory budget,
 		// not this, bounds what is held.
 		PollRecords: 1000,
+		Breaker: retry.BreakerConfig{Window: cfg.Circuit.Window, MinAttempts: cfg.Circuit.MinAttempts,
+			FailureRatio: float64(cfg.CircuitFailurePercent) / 100, OpenFor: cfg.Circuit.OpenFor},
+		DisableAfter: cfg.DisableAfter,
 	}, store, dv, producer, rt.Log, rt.Metrics.Meter("sluice/sender"))
 	if err != nil {
 		return err

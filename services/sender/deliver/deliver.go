@@ -106,9 +106,10 @@ func New(opts Options) *Deliverer {
 	return d
 }
 
-// Attempt POSTs d to ep once and describes the attempt. It never follows a
-// redirect: a 3xx is an answer like any other.
-func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluicev1.Attempt {
+// Attempt POSTs d to ep once and describes the attempt, returning also the
+// answer's Retry-After header (empty if none). It never follows a redirect:
+// a 3xx is an answer like any other.
+func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluicev1.Attempt, string) {
 	start := dv.now()
 	a := &sluicev1.Attempt{
 		SchemaVersion: sluicev1.SchemaVersion,
@@ -127,7 +128,7 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluic
 	if err != nil {
 		a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED
 		a.Error = "not sent: " + err.Error()
-		return a
+		return a, ""
 	}
 	timeout := dv.opts.Timeout
 	if ep.TimeoutMs > 0 {
@@ -159,6 +160,7 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluic
 	req.Header.SetBytesV("traceparent", traceparent(buf[:0], trace))
 
 	err = dv.http.DoTimeout(req, resp, timeout)
+	var retryAfter string
 	a.LatencyUs = dv.now().Sub(start).Microseconds()
 	var blocked *egress.BlockedError
 	switch {
@@ -173,6 +175,7 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluic
 		a.Error = err.Error()
 	default:
 		a.StatusCode = uint32(resp.StatusCode())
+		retryAfter = string(resp.Header.Peek("Retry-After"))
 		a.ResponseExcerpt = dv.readExcerpt(resp)
 		if a.StatusCode >= 200 && a.StatusCode < 300 {
 			a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS
@@ -181,7 +184,7 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluic
 			a.Error = fmt.Sprintf("HTTP %d", a.StatusCode)
 		}
 	}
-	return a
+	return a, retryAfter
 }
 
 // signersOf returns the signers of ep's current secrets, opening them only

@@ -401,7 +401,7 @@ func TestAttemptOutcome(t *testing.T) {
 		t.Run(tc.desc, func(t *testing.T) {
 			dl := delivery(tc.endpoint)
 			before := time.Now()
-			a := d.Attempt(dl, eps[tc.endpoint])
+			a, _ := d.Attempt(dl, eps[tc.endpoint])
 			took := time.Since(before)
 
 			if a.Outcome != tc.wantOutcome {
@@ -471,7 +471,7 @@ func TestAttemptCutsTheResponseToTheExcerptLimit(t *testing.T) {
 				},
 			})
 			d := newTestDeliverer(t, time.Second, limit)
-			a := d.Attempt(delivery("ep_big"), endpoint("ep_big", recv.url("/big")))
+			a, _ := d.Attempt(delivery("ep_big"), endpoint("ep_big", recv.url("/big")))
 			if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR || a.StatusCode != 503 {
 				t.Fatalf("outcome %v status %d error %q, want HTTP_ERROR 503", a.Outcome, a.StatusCode, a.Error)
 			}
@@ -486,7 +486,7 @@ func TestAttemptCutsTheResponseToTheExcerptLimit(t *testing.T) {
 			"/": func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "something") },
 		})
 		d := newTestDeliverer(t, time.Second, 0)
-		if a := d.Attempt(delivery("ep"), endpoint("ep", recv.url("/"))); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS || a.ResponseExcerpt != nil {
+		if a, _ := d.Attempt(delivery("ep"), endpoint("ep", recv.url("/"))); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS || a.ResponseExcerpt != nil {
 			t.Fatalf("outcome %v excerpt %q, want SUCCESS and no excerpt", a.Outcome, a.ResponseExcerpt)
 		}
 	})
@@ -513,7 +513,7 @@ func TestAttemptRequest(t *testing.T) {
 	d := newTestDeliverer(t, time.Second, 4096)
 	dl := delivery(ep.Id)
 	before := time.Now()
-	a := d.Attempt(dl, ep)
+	a, _ := d.Attempt(dl, ep)
 	after := time.Now()
 	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 		t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
@@ -590,7 +590,7 @@ func TestAttemptIsSignedAndTraced(t *testing.T) {
 	t.Run("one secret", func(t *testing.T) {
 		ep := endpoint("ep_signed", recv.url("/hook"))
 		dl := delivery(ep.Id)
-		a := d.Attempt(dl, ep)
+		a, _ := d.Attempt(dl, ep)
 		if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
 		}
@@ -612,7 +612,7 @@ func TestAttemptIsSignedAndTraced(t *testing.T) {
 			t.Fatalf("traceparent trace id %s, attempt record says %s", m[1], a.TraceId)
 		}
 		// Every attempt of one event shares the trace; each is its own span.
-		a2 := d.Attempt(dl, ep)
+		a2, _ := d.Attempt(dl, ep)
 		g2 := <-reqs
 		m2 := traceparentFormat.FindStringSubmatch(g2.r.Header.Get("Traceparent"))
 		if a2.TraceId != a.TraceId || m2 == nil || m2[2] == m[2] {
@@ -627,7 +627,7 @@ func TestAttemptIsSignedAndTraced(t *testing.T) {
 		ep.PreviousSecretSealed = box.Seal(oldKey, ep.Id)
 		ep.PreviousSecretExpiresAtMs = time.Now().Add(time.Hour).UnixMilli()
 		ep.Etag = "2"
-		if a := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		if a, _ := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
 		}
 		g := <-reqs
@@ -645,7 +645,7 @@ func TestAttemptIsSignedAndTraced(t *testing.T) {
 		ep := endpoint("ep_rotated", recv.url("/hook"))
 		ep.PreviousSecretSealed = box.Seal(oldKey, ep.Id)
 		ep.PreviousSecretExpiresAtMs = time.Now().Add(-time.Second).UnixMilli()
-		if a := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		if a, _ := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 			t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
 		}
 		g := <-reqs
@@ -658,11 +658,11 @@ func TestAttemptIsSignedAndTraced(t *testing.T) {
 	})
 	t.Run("a rotation takes effect at once (new etag)", func(t *testing.T) {
 		ep := endpoint("ep_new_secret", recv.url("/hook"))
-		d.Attempt(delivery(ep.Id), ep)
+		_, _ = d.Attempt(delivery(ep.Id), ep)
 		<-reqs
 		newKey := []byte("the rotated secret is 32 bytes!!")
 		ep = &sluicev1.Endpoint{Id: ep.Id, Url: ep.Url, Etag: "2", SecretSealed: box.Seal(newKey, ep.Id)}
-		d.Attempt(delivery(ep.Id), ep)
+		_, _ = d.Attempt(delivery(ep.Id), ep)
 		g := <-reqs
 		if err := verify(t, signing.FormatSecret(newKey), g.r, g.body); err != nil {
 			t.Fatalf("signed with a stale secret after rotation: %v", err)
@@ -677,7 +677,7 @@ func TestAttemptVerifiesTLS(t *testing.T) {
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1) }))
 	t.Cleanup(srv.Close)
 	d := newTestDeliverer(t, time.Second, 0)
-	a := d.Attempt(delivery("ep_tls"), endpoint("ep_tls", srv.URL+"/hook"))
+	a, _ := d.Attempt(delivery("ep_tls"), endpoint("ep_tls", srv.URL+"/hook"))
 	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR || !strings.Contains(a.Error, "certificate") {
 		t.Fatalf("outcome %v error %q, want a certificate error", a.Outcome, a.Error)
 	}
@@ -701,7 +701,7 @@ func BenchmarkAttempt(b *testing.B) {
 	dl := delivery(ep.Id)
 	b.ReportAllocs()
 	for b.Loop() {
-		if a := d.Attempt(dl, ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		if a, _ := d.Attempt(dl, ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
 			b.Fatalf("outcome %v error %q", a.Outcome, a.Error)
 		}
 	}

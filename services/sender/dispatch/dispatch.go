@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,20 +34,26 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/topics"
+	"github.com/sluicehq/sluice/services/sender/retry"
 )
 
 // Attempter makes one HTTP attempt of a delivery to its endpoint and
-// describes it. It is called from many goroutines at once.
+// describes it, with the answer's Retry-After header (empty if none). It is
+// called from many goroutines at once.
 type Attempter interface {
-	Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluicev1.Attempt
+	Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluicev1.Attempt, string)
 }
 
-// Endpoints is what the dispatcher needs of the configuration view.
+// Endpoints is what the dispatcher needs of the configuration.
 type Endpoints interface {
 	Endpoint(id string) (*sluicev1.Endpoint, bool)
+	Tenant(id string) (*sluicev1.Tenant, bool)
 	// Sync returns once the view holds every configuration write made
 	// before the call.
 	Sync(ctx context.Context) error
+	// UpdateEndpoint changes an endpoint (disabling it, recording when it
+	// started failing); change reports whether it changed anything.
+	UpdateEndpoint(ctx context.Context, id string, change func(e *sluicev1.Endpoint) bool) (*sluicev1.Endpoint, error)
 }
 
 // Options are the dispatcher's settings; app.Config documents each.
@@ -71,8 +78,16 @@ type Options struct {
 	RevokeGrace time.Duration
 	// PollRecords is the most records taken from Kafka at once.
 	PollRecords int
+	// Breaker says when an endpoint's circuit opens.
+	Breaker retry.BreakerConfig
+	// DisableAfter is how long an endpoint may fail without a single
+	// success before it is disabled.
+	DisableAfter time.Duration
 	// Clock tells the time; nil means the real one.
 	Clock Clock
+	// Rand returns uniform numbers in [0, 1) for jitter; nil means
+	// math/rand/v2.
+	Rand func() float64
 }
 
 // jobOverhead approximates the memory of a held delivery beyond its encoded
@@ -99,11 +114,12 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	parts    map[topicPartition]*partition
 	queues   map[string]*queue
-	ready    []*queue // queues waiting for a process-wide request slot
-	running  int      // requests in flight, process-wide
-	buffered int64    // bytes of jobs taken and not finished or dropped
-	paused   bool     // fetching paused for memory
-	unknown  []*job   // jobs whose endpoint the view does not know yet
+	ready    []*queue        // queues waiting for a process-wide request slot
+	running  int             // requests in flight, process-wide
+	buffered int64           // bytes of jobs taken and not finished or dropped
+	paused   bool            // fetching paused for memory
+	unknown  []*job          // jobs whose endpoint the view does not know yet
+	writing  map[string]bool // endpoints with a configuration write under way
 	wake     chan struct{}
 	outbox   []outgoing // records to produce once the lock is released
 	stats    Stats
@@ -112,6 +128,10 @@ type Dispatcher struct {
 // Stats count what the dispatcher did, for tests and metrics.
 type Stats struct {
 	Taken, Attempts, Deferred, Parked, Dropped int64
+	// Retried counts deliveries sent to a retry tier after a failure,
+	// Exhausted those dead-lettered after their last attempt, Hops tier
+	// records re-appended to their tier.
+	Retried, Exhausted, Hops int64
 }
 
 type topicPartition struct {
@@ -122,7 +142,9 @@ type topicPartition struct {
 // partition is the state of one assigned partition.
 type partition struct {
 	topicPartition
-	wm watermark
+	// tier is the retry tier this partition belongs to, -1 for deliveries.
+	tier int
+	wm   watermark
 	// marked is the offset last marked for commit.
 	marked int64
 	// held are records not due yet (retry tiers), in order; the partition
@@ -135,9 +157,12 @@ type partition struct {
 	// draining: revoke in progress, take nothing new. revoked: gone; its
 	// late completions must not mark offsets.
 	draining, revoked bool
+	// orderedHold counts ordered endpoints whose full queue paused this
+	// partition.
+	orderedHold int
 }
 
-// queue is one endpoint's waiting deliveries and its limits.
+// queue is one endpoint's waiting deliveries, its limits and its health.
 type queue struct {
 	id      string
 	jobs    []*job
@@ -145,6 +170,18 @@ type queue struct {
 	bucket  bucket
 	timer   Timer // set while waiting for a rate-limit token
 	waiting bool  // in Dispatcher.ready
+	// ordered: one request at a time, a failing head retried in place.
+	ordered bool
+	// retryTimer is set while an ordered endpoint's head waits for its
+	// next attempt.
+	retryTimer Timer
+	// holding is the partition an ordered endpoint's full queue paused.
+	holding *partition
+	breaker *retry.Breaker
+	conc    retry.Concurrency
+	// failingSince is when the current run of failures began (zero while
+	// the last attempt succeeded).
+	failingSince time.Time
 }
 
 // job is one record taken from a partition.
@@ -155,7 +192,13 @@ type job struct {
 	d      *sluicev1.Delivery
 	raw    *kgo.Record // set only when the record could not be decoded
 	queued time.Time
-	acks   atomic.Int32
+	// acks counts what keeps the job unfinished: one for the job itself
+	// until its fate is settled, plus one per record produced for it not
+	// yet acknowledged. It is finished when acks reaches zero.
+	acks atomic.Int32
+	// active: started or settling (counted in its partition's active),
+	// as opposed to waiting in a queue.
+	active bool
 }
 
 // outgoing is a record produced on behalf of a job: the job is finished
@@ -173,10 +216,13 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 		opts: opts, endpoints: endpoints, attempter: attempter, producer: producer, log: log,
 		clock: opts.Clock, work: work,
 		parts: map[topicPartition]*partition{}, queues: map[string]*queue{},
-		wake: make(chan struct{}, 1),
+		writing: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	if d.clock == nil {
 		d.clock = realClock{}
+	}
+	if d.opts.Rand == nil {
+		d.opts.Rand = rand.Float64
 	}
 	d.topics = append([]string{opts.Names.Deliveries}, opts.Names.Retry...)
 	if err := d.m.init(meter, d); err != nil {
@@ -273,6 +319,7 @@ func (d *Dispatcher) locked(fn func()) {
 func (d *Dispatcher) take(p *partition, r *kgo.Record) {
 	p.wm.take(r.Offset)
 	j := &job{p: p, offset: r.Offset, size: int64(len(r.Value)) + jobOverhead}
+	j.acks.Store(1)
 	d.buffered += j.size
 	d.stats.Taken++
 	dl := &sluicev1.Delivery{}
@@ -301,15 +348,26 @@ func (d *Dispatcher) take(p *partition, r *kgo.Record) {
 }
 
 // holdOrAdmit admits j if it is due, else holds it (and everything after
-// it on its partition) and pauses the partition until it is.
+// it on its partition) and pauses the partition until it is. A tier record
+// due much later than its tier's delay is appended to the tier again
+// instead (retry.Hop), so it never holds the records behind it for long.
 func (d *Dispatcher) holdOrAdmit(j *job) {
 	now := d.clock.Now()
 	due := time.UnixMilli(j.d.NotBeforeMs)
+	p := j.p
 	if j.d.NotBeforeMs == 0 || !due.After(now) {
+		if p.tier >= 0 && j.d.NotBeforeMs != 0 {
+			d.m.lateness.Record(d.work, now.Sub(due).Seconds(),
+				metric.WithAttributes(attribute.String("tier", topics.TierName(topics.RetryTiers[p.tier]))))
+		}
 		d.admit(j)
 		return
 	}
-	p := j.p
+	if p.tier >= 0 && retry.Hop(p.tier, due.Sub(now)) {
+		d.stats.Hops++
+		d.settle(j, &kgo.Record{Topic: p.topic, Key: []byte(j.d.EndpointId), Value: mustMarshal(j.d)})
+		return
+	}
 	p.held = append(p.held, j)
 	if len(p.held) == 1 {
 		d.consumer.PauseFetchPartitions(map[string][]int32{p.topic: {p.partition}})
@@ -359,19 +417,40 @@ func (d *Dispatcher) enqueue(j *job, ep *sluicev1.Endpoint) {
 		d.park(j, "endpoint disabled: "+ep.DisabledReason)
 		return
 	}
-	q := d.queues[ep.Id]
-	if q == nil {
-		q = &queue{id: ep.Id}
-		d.queues[ep.Id] = q
-	}
-	q.bucket.setRate(ep.RateLimit)
-	if len(q.jobs) >= d.queueCap(ep) {
+	q := d.queue(ep)
+	switch {
+	case len(q.jobs) < d.queueCap(ep):
+	case q.ordered:
+		// An ordered endpoint's deliveries cannot be deferred without
+		// losing their order: its partition stops fetching until the
+		// queue drains (see ARCHITECTURE: ordered endpoints).
+		if q.holding == nil {
+			q.holding = j.p
+			j.p.orderedHold++
+			d.consumer.PauseFetchPartitions(map[string][]int32{j.p.topic: {j.p.partition}})
+		}
+	default:
 		d.deferJob(j, "queue full")
 		return
 	}
 	j.queued = d.clock.Now()
 	q.jobs = append(q.jobs, j)
 	d.pump(q)
+}
+
+// queue returns ep's queue, made on first use.
+func (d *Dispatcher) queue(ep *sluicev1.Endpoint) *queue {
+	q := d.queues[ep.Id]
+	if q == nil {
+		q = &queue{id: ep.Id, breaker: retry.NewBreaker(d.opts.Breaker)}
+		if ep.FailingSinceMs != 0 {
+			q.failingSince = time.UnixMilli(ep.FailingSinceMs)
+		}
+		d.queues[ep.Id] = q
+	}
+	q.ordered = ep.Ordered
+	q.bucket.setRate(ep.RateLimit)
+	return q
 }
 
 // queueCap is how many deliveries an endpoint may hold waiting: QueueCap,
@@ -395,7 +474,14 @@ func (d *Dispatcher) inFlightLimit(ep *sluicev1.Endpoint) int {
 
 // pump starts as many of q's deliveries as its limits allow.
 func (d *Dispatcher) pump(q *queue) {
-	if len(q.jobs) == 0 {
+	if q.holding != nil && len(q.jobs) <= d.opts.QueueCap/2 {
+		p := q.holding
+		q.holding = nil
+		if p.orderedHold--; p.orderedHold == 0 && !p.draining && len(p.held) == 0 {
+			d.consumer.ResumeFetchPartitions(map[string][]int32{p.topic: {p.partition}})
+		}
+	}
+	if len(q.jobs) == 0 || q.retryTimer != nil {
 		return
 	}
 	ep, ok := d.endpoints.Endpoint(q.id)
@@ -408,8 +494,12 @@ func (d *Dispatcher) pump(q *queue) {
 		}
 		return
 	}
+	q.ordered = ep.Ordered
 	q.bucket.setRate(ep.RateLimit)
-	limit := d.inFlightLimit(ep)
+	limit := q.conc.Limit(d.inFlightLimit(ep))
+	if q.ordered {
+		limit = 1
+	}
 	for len(q.jobs) > 0 && q.running < limit {
 		if d.running >= d.opts.MaxInFlight {
 			if !q.waiting {
@@ -419,6 +509,16 @@ func (d *Dispatcher) pump(q *queue) {
 			return
 		}
 		now := d.clock.Now()
+		if !q.ordered && !q.breaker.Allow(now) {
+			// Circuit open: no request; the delivery moves on to its
+			// next attempt's tier and the log says why.
+			j := q.pop()
+			d.activate(j)
+			d.after(j, q, ep, &sluicev1.Attempt{Outcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_CIRCUIT_OPEN,
+				StartedAtUs: now.UnixMicro(), Url: ep.Url,
+				Error: "not sent: the endpoint's circuit is open after repeated failures"}, "")
+			continue
+		}
 		if !q.bucket.take(now) {
 			if q.timer == nil {
 				q.timer = d.clock.AfterFunc(q.bucket.wait(now), func() {
@@ -427,36 +527,44 @@ func (d *Dispatcher) pump(q *queue) {
 			}
 			return
 		}
-		j := q.jobs[0]
-		q.jobs[0] = nil
-		q.jobs = q.jobs[1:]
+		j := q.pop()
 		q.running++
 		d.running++
-		j.p.active++
+		d.activate(j)
 		go d.attempt(j, q, ep)
 	}
 }
 
-// attempt runs one HTTP attempt and records it.
+func (q *queue) pop() *job {
+	j := q.jobs[0]
+	q.jobs[0] = nil
+	q.jobs = q.jobs[1:]
+	return j
+}
+
+// activate counts j as started in its partition: a revoke waits for it.
+func (d *Dispatcher) activate(j *job) {
+	if !j.active {
+		j.active = true
+		j.p.active++
+	}
+}
+
+// attempt runs one HTTP attempt and settles what it leads to.
 func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
-	a := d.attempter.Attempt(j.d, ep)
+	a, retryAfter := d.attempter.Attempt(j.d, ep)
 	d.m.attempts.Add(d.work, 1, metric.WithAttributes(attribute.String("outcome", a.Outcome.Label())))
 	d.m.latency.Record(d.work, float64(a.LatencyUs)/1e6)
+	// The records this produces go out from this goroutine, which holds its
+	// request slot until they are buffered: when the log lags by the
+	// producer's whole buffer, new requests wait rather than memory
+	// growing.
 	d.locked(func() {
 		q.running--
 		d.stats.Attempts++
+		d.after(j, q, ep, a, retryAfter)
 		d.pump(q)
 	})
-	b, err := proto.Marshal(a)
-	if err != nil { // cannot happen for a well-formed message
-		d.log.Error("encoding an attempt record", "attempt_id", a.AttemptId, "err", err)
-	}
-	rec := &kgo.Record{Topic: d.opts.Names.Attempts, Key: []byte(j.d.EndpointId), Value: b}
-	// The request slot is held until the attempt record is buffered: when
-	// the attempt log lags by the producer's whole buffer, new requests
-	// wait rather than memory growing.
-	j.acks.Store(1)
-	d.produce(outgoing{j, rec})
 	d.locked(func() {
 		d.running--
 		for len(d.ready) > 0 && d.running < d.opts.MaxInFlight {
@@ -476,16 +584,21 @@ func (d *Dispatcher) deferJob(j *job, reason string) {
 	c.NotBeforeMs = d.clock.Now().Add(topics.RetryTiers[0]).UnixMilli()
 	d.stats.Deferred++
 	d.m.deferred.Add(d.work, 1, metric.WithAttributes(attribute.String("reason", reason)))
-	d.send(j, &kgo.Record{Topic: d.opts.Names.Retry[0], Key: []byte(c.EndpointId), Value: mustMarshal(c)})
+	d.settle(j, &kgo.Record{Topic: d.opts.Names.Retry[0], Key: []byte(c.EndpointId), Value: mustMarshal(c)})
 }
 
 // park moves j to the dead-letter topic with its reason.
 func (d *Dispatcher) park(j *job, reason string) {
-	c := proto.CloneOf(j.d)
-	c.DeadReason = reason
 	d.stats.Parked++
 	d.m.parked.Add(d.work, 1)
-	d.send(j, &kgo.Record{Topic: d.opts.Names.Dead, Key: []byte(c.EndpointId), Value: mustMarshal(c)})
+	d.settle(j, d.deadRecord(j, reason))
+}
+
+func (d *Dispatcher) deadRecord(j *job, reason string) *kgo.Record {
+	c := proto.CloneOf(j.d)
+	c.DeadReason = reason
+	c.NotBeforeMs = 0
+	return &kgo.Record{Topic: d.opts.Names.Dead, Key: []byte(c.EndpointId), Value: mustMarshal(c)}
 }
 
 // DeadReasonHeader carries the reason of a dead-lettered record that could
@@ -498,14 +611,29 @@ func (d *Dispatcher) parkRaw(j *job, reason string) {
 	headers := append(append([]kgo.RecordHeader(nil), r.Headers...), kgo.RecordHeader{Key: DeadReasonHeader, Value: []byte(reason)})
 	d.stats.Parked++
 	d.m.parked.Add(d.work, 1)
-	d.send(j, &kgo.Record{Topic: d.opts.Names.Dead, Key: r.Key, Value: r.Value, Headers: headers})
+	d.settle(j, &kgo.Record{Topic: d.opts.Names.Dead, Key: r.Key, Value: r.Value, Headers: headers})
 }
 
-// send queues rec for j (under the lock); the lock holder produces it.
+// send queues rec for j (under the lock); the lock holder produces it, and
+// j cannot finish before it is acknowledged.
 func (d *Dispatcher) send(j *job, rec *kgo.Record) {
-	j.p.active++
+	if rec == nil {
+		return
+	}
 	j.acks.Add(1)
 	d.outbox = append(d.outbox, outgoing{j, rec})
+}
+
+// settle decides j's fate: recs are the last records produced for it, and
+// it finishes once they (and any sent before) are acknowledged.
+func (d *Dispatcher) settle(j *job, recs ...*kgo.Record) {
+	d.activate(j)
+	for _, r := range recs {
+		d.send(j, r)
+	}
+	if j.acks.Add(-1) == 0 {
+		d.finish(j)
+	}
 }
 
 func mustMarshal(m proto.Message) []byte {
@@ -541,7 +669,9 @@ func (d *Dispatcher) produce(o outgoing) {
 // finish marks j done and moves its partition's commit mark.
 func (d *Dispatcher) finish(j *job) {
 	p := j.p
-	p.active--
+	if j.active {
+		p.active--
+	}
 	d.buffered -= j.size
 	p.wm.finish(j.offset)
 	if !p.revoked {
@@ -584,13 +714,17 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		d.locked(func() {
 			now := d.clock.Now()
 			for id, q := range d.queues {
-				for len(q.jobs) > 0 && now.Sub(q.jobs[0].queued) > d.opts.MaxQueueWait {
+				for !q.ordered && len(q.jobs) > 0 && now.Sub(q.jobs[0].queued) > d.opts.MaxQueueWait {
 					j := q.jobs[0]
 					q.jobs[0] = nil
 					q.jobs = q.jobs[1:]
 					d.deferJob(j, "waited too long")
 				}
-				if len(q.jobs) == 0 && q.running == 0 && q.timer == nil && !q.waiting {
+				// An idle queue is forgotten, unless it holds state worth
+				// keeping: an open circuit, reduced concurrency, a run of
+				// failures.
+				if len(q.jobs) == 0 && q.running == 0 && q.timer == nil && q.retryTimer == nil && !q.waiting &&
+					q.failingSince.IsZero() && q.breaker.Idle(now) && q.conc.Full() {
 					delete(d.queues, id)
 				}
 			}
@@ -657,6 +791,14 @@ func (d *Dispatcher) dropJobs(p *partition) {
 	}
 	for _, q := range d.queues {
 		q.jobs = keep(q.jobs)
+		if q.holding == p {
+			q.holding = nil
+			p.orderedHold = 0
+		}
+		if q.retryTimer != nil && len(q.jobs) == 0 {
+			q.retryTimer.Stop()
+			q.retryTimer = nil
+		}
 	}
 	d.unknown = keep(d.unknown)
 	for _, j := range p.held {
@@ -677,10 +819,20 @@ func (d *Dispatcher) assigned(_ context.Context, _ *kgo.Client, assigned map[str
 		for t, ps := range assigned {
 			for _, n := range ps {
 				tp := topicPartition{t, n}
-				d.parts[tp] = &partition{topicPartition: tp, wm: newWatermark(), marked: -1}
+				d.parts[tp] = &partition{topicPartition: tp, tier: d.tierOf(t), wm: newWatermark(), marked: -1}
 			}
 		}
 	})
+}
+
+// tierOf is the retry tier index of topic, -1 for the deliveries topic.
+func (d *Dispatcher) tierOf(topic string) int {
+	for i, t := range d.opts.Names.Retry {
+		if t == topic {
+			return i
+		}
+	}
+	return -1
 }
 
 // revoked gives partitions up: their waiting deliveries are dropped, their

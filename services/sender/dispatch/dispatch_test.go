@@ -19,10 +19,12 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/sender/dispatch"
+	"github.com/sluicehq/sluice/services/sender/retry"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -52,9 +54,36 @@ func (e *endpoints) Endpoint(id string) (*sluicev1.Endpoint, bool) {
 
 func (e *endpoints) Sync(context.Context) error { return nil }
 
+func (e *endpoints) Tenant(string) (*sluicev1.Tenant, bool) { return nil, false }
+
+func (e *endpoints) UpdateEndpoint(_ context.Context, id string, change func(*sluicev1.Endpoint) bool) (*sluicev1.Endpoint, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ep, ok := e.m[id]
+	if !ok {
+		return nil, fmt.Errorf("no endpoint %s", id)
+	}
+	c := proto.CloneOf(ep)
+	if change(c) {
+		e.m[id] = c
+	}
+	return c, nil
+}
+
 // attempter records every call and plays each endpoint's part.
 type attempter struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// failFirst: each delivery to the endpoint fails this many times
+	// (with status, default 500, and retryAfter) before it succeeds; -1
+	// fails forever.
+	failFirst  map[string]int
+	down       map[string]bool // fails every call while set
+	status     map[string]uint32
+	retryAfter map[string]string
+	// calls has every call's time by delivery id, ordered the arrival
+	// order of delivery ids per endpoint.
+	calls    map[string][]time.Time
+	order    map[string][]string
 	delay    map[string]time.Duration
 	gate     map[string]chan struct{} // calls block until the channel is closed
 	inFlight map[string]int
@@ -66,16 +95,23 @@ type attempter struct {
 }
 
 func newAttempter() *attempter {
-	return &attempter{delay: map[string]time.Duration{}, gate: map[string]chan struct{}{},
+	return &attempter{failFirst: map[string]int{}, down: map[string]bool{}, status: map[string]uint32{}, retryAfter: map[string]string{},
+		calls: map[string][]time.Time{}, order: map[string][]string{},
+		delay: map[string]time.Duration{}, gate: map[string]chan struct{}{},
 		inFlight: map[string]int{}, maxIn: map[string]int{}, started: map[string][]time.Time{},
 		done: map[string][]string{}, count: map[string]int{}, changed: make(chan struct{}, 1)}
 }
 
-func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluicev1.Attempt {
+func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluicev1.Attempt, string) {
 	a.mu.Lock()
 	a.inFlight[ep.Id]++
 	a.maxIn[ep.Id] = max(a.maxIn[ep.Id], a.inFlight[ep.Id])
 	a.started[ep.Id] = append(a.started[ep.Id], time.Now())
+	a.calls[d.DeliveryId] = append(a.calls[d.DeliveryId], time.Now())
+	a.order[ep.Id] = append(a.order[ep.Id], d.DeliveryId)
+	n := len(a.calls[d.DeliveryId])
+	fail := a.down[ep.Id] || a.failFirst[ep.Id] < 0 || n <= a.failFirst[ep.Id]
+	status, retryAfter := a.status[ep.Id], a.retryAfter[ep.Id]
 	delay, gate := a.delay[ep.Id], a.gate[ep.Id]
 	a.mu.Unlock()
 	time.Sleep(delay)
@@ -84,16 +120,26 @@ func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) *sluice
 	}
 	a.mu.Lock()
 	a.inFlight[ep.Id]--
-	a.done[ep.Id] = append(a.done[ep.Id], d.DeliveryId)
-	a.count[d.DeliveryId]++
+	if !fail {
+		a.done[ep.Id] = append(a.done[ep.Id], d.DeliveryId)
+		a.count[d.DeliveryId]++
+	}
 	a.mu.Unlock()
 	select {
 	case a.changed <- struct{}{}:
 	default:
 	}
-	return &sluicev1.Attempt{SchemaVersion: sluicev1.SchemaVersion, AttemptId: "att_" + d.DeliveryId,
+	at := &sluicev1.Attempt{SchemaVersion: sluicev1.SchemaVersion, AttemptId: ids.New(ids.Attempt),
 		DeliveryId: d.DeliveryId, EndpointId: ep.Id, EventId: d.EventId, AttemptNumber: d.AttemptsMade + 1,
 		Outcome: sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS, StatusCode: 204}
+	if fail {
+		if status == 0 {
+			status = 500
+		}
+		at.Outcome, at.StatusCode, at.Error = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, status, fmt.Sprintf("HTTP %d", status)
+		return at, retryAfter
+	}
+	return at, ""
 }
 
 // block makes calls to ep wait until the returned release is called; the
@@ -132,6 +178,7 @@ func defaults() dispatch.Options {
 	return dispatch.Options{
 		MaxInFlight: 256, EndpointInFlight: 10, QueueCap: 1000, MaxQueueWait: time.Minute,
 		MemoryBudget: 64 << 20, RevokeGrace: 5 * time.Second, PollRecords: 500,
+		Breaker: retry.DefaultBreaker, DisableAfter: 5 * 24 * time.Hour,
 	}
 }
 

@@ -7,8 +7,8 @@ import (
 )
 
 type instruments struct {
-	attempts, deferred, parked metric.Int64Counter
-	latency                    metric.Float64Histogram
+	attempts, deferred, parked, exhausted, disabled, opEvents metric.Int64Counter
+	latency, lateness                                         metric.Float64Histogram
 }
 
 func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
@@ -19,6 +19,22 @@ func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
 	}
 	if m.latency, err = meter.Float64Histogram("sluice.sender.attempt.duration", metric.WithUnit("s"),
 		metric.WithDescription("duration of webhook requests")); err != nil {
+		return err
+	}
+	if m.lateness, err = meter.Float64Histogram("sluice.sender.retry.lateness", metric.WithUnit("s"),
+		metric.WithDescription("how late a retry-tier delivery was admitted after its due time, by tier")); err != nil {
+		return err
+	}
+	if m.exhausted, err = meter.Int64Counter("sluice.sender.exhausted",
+		metric.WithDescription("deliveries dead-lettered after their last attempt")); err != nil {
+		return err
+	}
+	if m.disabled, err = meter.Int64Counter("sluice.sender.endpoints.disabled",
+		metric.WithDescription("endpoints the sender disabled (410 Gone, or failing too long)")); err != nil {
+		return err
+	}
+	if m.opEvents, err = meter.Int64Counter("sluice.sender.operational_events",
+		metric.WithDescription("sluice.* events emitted into tenants' streams")); err != nil {
 		return err
 	}
 	if m.deferred, err = meter.Int64Counter("sluice.sender.deferred",

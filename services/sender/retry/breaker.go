@@ -118,3 +118,8 @@ func (b *Breaker) Record(now time.Time, ok bool) Transition {
 	}
 	return Unchanged
 }
+
+// Idle reports whether the breaker is closed: forgetting it loses nothing
+// that matters (its failure counts matter only while the endpoint fails, and
+// a failing endpoint's state is kept for its run of failures anyway).
+func (b *Breaker) Idle(time.Time) bool { return b.state == closed }

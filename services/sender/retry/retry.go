@@ -176,3 +176,6 @@ func (c *Concurrency) Succeeded(maxInFlight int) {
 		c.limit = 0
 	}
 }
+
+// Full reports whether the limit is back at the maximum.
+func (c *Concurrency) Full() bool { return c.limit == 0 }

@@ -1,0 +1,457 @@
+package dispatch_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/services/sender/dispatch"
+	"github.com/sluicehq/sluice/services/sender/retry"
+)
+
+// steady removes jitter: every wait is exactly its schedule step.
+func steady() float64 { return 0.5 }
+
+func ms(ds ...time.Duration) []int64 {
+	var out []int64
+	for _, d := range ds {
+		out = append(out, d.Milliseconds())
+	}
+	return out
+}
+
+func (a *attempter) callTimes(delivery string) []time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]time.Time(nil), a.calls[delivery]...)
+}
+
+// opEvents reads the operational events of type typ from the events topic.
+func opEvents(t *testing.T, k *testenv.Kafka, typ string, want int) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, r := range k.Read(t, k.Names.Events, want) {
+		var h string
+		for _, x := range r.Headers {
+			if x.Key == eventrecord.HeaderType {
+				h = string(x.Value)
+			}
+		}
+		if h != typ {
+			continue
+		}
+		e := &sluicev1.Event{}
+		if err := proto.Unmarshal(r.Value, e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Source != sluicev1.EventSource_EVENT_SOURCE_SYSTEM || e.Type != typ {
+			t.Fatalf("operational event %v", e)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(e.Data, &data); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
+}
+
+func attemptsOf(t *testing.T, k *testenv.Kafka, want int) []*sluicev1.Attempt {
+	t.Helper()
+	var out []*sluicev1.Attempt
+	for _, r := range k.Read(t, k.Names.Attempts, want) {
+		a := &sluicev1.Attempt{}
+		if err := proto.Unmarshal(r.Value, a); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// TestFailingThenSucceedingGetsExactlyNPlusOneAttempts: a delivery that
+// fails 3 times gets exactly 4 attempts, spaced as its endpoint's schedule
+// says (jitter fixed at zero here; its bounds are a unit test).
+func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
+	k := onePartition(t)
+	schedule := []time.Duration{time.Second, 2 * time.Second, time.Second}
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_flaky", RetryScheduleMs: ms(schedule...)})
+	a := newAttempter()
+	a.failFirst["ep_flaky"] = 3
+	dl := delivery("ep_flaky")
+	produce(t, k, k.Names.Deliveries, dl)
+	opts := defaults()
+	opts.Rand = steady
+	d, _ := start(t, k, opts, eps, a)
+	waitFor(t, "the delivery", func() bool { return a.doneCount("ep_flaky") == 1 })
+	time.Sleep(time.Second) // room for a stray extra attempt
+	calls := a.callTimes(dl.DeliveryId)
+	if len(calls) != 4 {
+		t.Fatalf("%d attempts, want 4 (3 failures, then the success)", len(calls))
+	}
+	for i, want := range schedule {
+		gap := calls[i+1].Sub(calls[i])
+		// Never early (due times are whole milliseconds); late by at most
+		// the time to read the record back (a fetch waits up to 500 ms).
+		if gap < want-5*time.Millisecond || gap > want+800*time.Millisecond {
+			t.Errorf("wait before attempt %d: %v, want %v (+ at most 800 ms)", i+2, gap, want)
+		}
+		t.Logf("attempt %d after %v (schedule %v)", i+2, gap, want)
+	}
+	if s := d.Stats(); s.Retried != 3 || s.Exhausted != 0 {
+		t.Errorf("stats %+v, want 3 retried", s)
+	}
+	// The retry records carry the history so far and the attempt number.
+	retried := decode(t, k.Read(t, k.Names.Retry[0], 3))
+	for i, r := range retried {
+		if int(r.AttemptsMade) != i+1 || len(r.History) != i+1 || r.History[i].StatusCode != 500 {
+			t.Errorf("retry %d: attempts_made %d, history %v", i+1, r.AttemptsMade, r.History)
+		}
+	}
+	// Four attempt records, numbered 1 to 4, the failures saying when the
+	// next attempt is due.
+	as := attemptsOf(t, k, 4)
+	for i, at := range as {
+		if at.AttemptNumber != uint32(i+1) {
+			t.Errorf("attempt record %d numbered %d", i+1, at.AttemptNumber)
+		}
+		if i < 3 && at.NextAttemptAtMs == 0 {
+			t.Errorf("failed attempt %d does not say when the next is due", i+1)
+		}
+	}
+}
+
+// TestExhaustionGoesToDeadWithHistory: after its last attempt a delivery is
+// dead-lettered with the reason and every attempt, and its tenant gets a
+// sluice.delivery.exhausted event.
+func TestExhaustionGoesToDeadWithHistory(t *testing.T) {
+	k := onePartition(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_down", TenantId: "ten_test",
+		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond)})
+	a := newAttempter()
+	a.failFirst["ep_down"] = -1
+	a.status["ep_down"] = 502
+	dl := delivery("ep_down")
+	produce(t, k, k.Names.Deliveries, dl)
+	start(t, k, defaults(), eps, a)
+	dead := decode(t, k.Read(t, k.Names.Dead, 1))
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(dead))
+	}
+	got := dead[0]
+	if got.DeliveryId != dl.DeliveryId || got.DeadReason != "exhausted: 3 attempts failed, the last with HTTP 502" {
+		t.Fatalf("dead letter %s with reason %q", got.DeliveryId, got.DeadReason)
+	}
+	if len(got.History) != 3 || got.AttemptsMade != 3 {
+		t.Fatalf("history %v, attempts %d: want all 3 attempts", got.History, got.AttemptsMade)
+	}
+	for i, h := range got.History {
+		if h.AttemptNumber != uint32(i+1) || h.StatusCode != 502 || h.StartedAtMs == 0 {
+			t.Errorf("history[%d] = %v", i, h)
+		}
+	}
+	ev := opEvents(t, k, dispatch.EventDeliveryExhausted, 1)
+	if len(ev) != 1 || ev[0]["delivery_id"] != dl.DeliveryId || ev[0]["event_id"] != dl.EventId ||
+		ev[0]["attempts"] != float64(3) || ev[0]["last_status"] != float64(502) {
+		t.Fatalf("exhausted events %v", ev)
+	}
+}
+
+// Test410DisablesTheEndpoint: a 410 disables the endpoint with the reason,
+// dead-letters the delivery, tells the tenant, and the endpoint's next
+// deliveries are parked without a request.
+func Test410DisablesTheEndpoint(t *testing.T) {
+	k := onePartition(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_gone", TenantId: "ten_test", Url: "https://gone.example/hook"})
+	a := newAttempter()
+	a.failFirst["ep_gone"] = -1
+	a.status["ep_gone"] = 410
+	produce(t, k, k.Names.Deliveries, delivery("ep_gone"))
+	start(t, k, defaults(), eps, a)
+	waitFor(t, "the endpoint to be disabled", func() bool {
+		ep, _ := eps.Endpoint("ep_gone")
+		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+	})
+	ep, _ := eps.Endpoint("ep_gone")
+	if ep.DisabledReason != "the endpoint answered 410 Gone" {
+		t.Fatalf("disabled with reason %q", ep.DisabledReason)
+	}
+	ev := opEvents(t, k, dispatch.EventEndpointDisabled, 1)
+	if len(ev) != 1 || ev[0]["endpoint_id"] != "ep_gone" || ev[0]["reason"] != ep.DisabledReason {
+		t.Fatalf("disabled events %v", ev)
+	}
+	produce(t, k, k.Names.Deliveries, delivery("ep_gone"))
+	dead := decode(t, k.Read(t, k.Names.Dead, 2))
+	if len(dead) != 2 || dead[0].DeadReason != "endpoint disabled: the endpoint answered 410 Gone" ||
+		dead[1].DeadReason != "endpoint disabled: the endpoint answered 410 Gone" {
+		t.Fatalf("dead letters %v", dead)
+	}
+	if n := len(a.callTimes(dead[1].DeliveryId)); n != 0 {
+		t.Fatalf("the disabled endpoint was called %d times", n)
+	}
+}
+
+// TestRetryAfterIsHonouredWithinBounds: a 429 asking for 2 s, on a 1 s
+// step, waits 2 s; asking for 60 s it waits twice the step, not 60 s.
+func TestRetryAfterIsHonouredWithinBounds(t *testing.T) {
+	k := onePartition(t)
+	step := time.Second
+	eps := newEndpoints(
+		&sluicev1.Endpoint{Id: "ep_asks_2s", RetryScheduleMs: ms(step)},
+		&sluicev1.Endpoint{Id: "ep_asks_60s", RetryScheduleMs: ms(step)},
+	)
+	a := newAttempter()
+	for ep, ra := range map[string]string{"ep_asks_2s": "2", "ep_asks_60s": "60"} {
+		a.failFirst[ep], a.status[ep], a.retryAfter[ep] = 1, 429, ra
+	}
+	d1, d2 := delivery("ep_asks_2s"), delivery("ep_asks_60s")
+	produce(t, k, k.Names.Deliveries, d1, d2)
+	opts := defaults()
+	opts.Rand = steady
+	start(t, k, opts, eps, a)
+	waitFor(t, "both deliveries", func() bool { return a.doneCount("ep_asks_2s")+a.doneCount("ep_asks_60s") == 2 })
+	for _, tc := range []struct {
+		d    *sluicev1.Delivery
+		want time.Duration
+	}{{d1, 2 * time.Second}, {d2, 2 * step}} {
+		c := a.callTimes(tc.d.DeliveryId)
+		if gap := c[1].Sub(c[0]); gap < tc.want-5*time.Millisecond || gap > tc.want+800*time.Millisecond {
+			t.Errorf("%s: retried after %v, want %v", tc.d.EndpointId, gap, tc.want)
+		}
+	}
+}
+
+// TestCircuitOpensAndClosesOnSchedule: an endpoint failing every request
+// opens its circuit after the minimum number of attempts; while open no
+// request is made (the attempt log says circuit_open) until one probe 2 s
+// later; once the endpoint answers again the probe closes the circuit, the
+// tenant hears it recovered, and every delivery arrives.
+func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
+	k := onePartition(t)
+	// One request at a time, so the 4th failure is the last request
+	// before the circuit opens.
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_cb", TenantId: "ten_test", MaxInFlight: 1,
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{500 * time.Millisecond}, 20)...)})
+	a := newAttempter()
+	a.down["ep_cb"] = true
+	var ds []*sluicev1.Delivery
+	for range 5 {
+		ds = append(ds, delivery("ep_cb"))
+	}
+	produce(t, k, k.Names.Deliveries, ds...)
+	opts := defaults()
+	openFor := 2 * time.Second
+	opts.Breaker = retry.BreakerConfig{Window: time.Minute, MinAttempts: 4, FailureRatio: 0.7, OpenFor: openFor}
+	start(t, k, opts, eps, a)
+
+	calls := func() []time.Time {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return append([]time.Time(nil), a.started["ep_cb"]...)
+	}
+	// The 4th failure opens it; the next request is the probe, 2 s later.
+	waitFor(t, "a probe after the circuit opened", func() bool { return len(calls()) >= 5 })
+	c := calls()
+	if gap := c[4].Sub(c[3]); gap < openFor {
+		t.Fatalf("a request %v after the circuit opened, want none for %v", gap, openFor)
+	}
+	// The endpoint answers again: the next probe closes the circuit.
+	// Deliveries whose attempts ran out while it was open (each
+	// circuit_open counts) are dead-lettered; the rest arrive.
+	a.mu.Lock()
+	a.down["ep_cb"] = false
+	a.mu.Unlock()
+	var dead int
+	waitFor(t, "every delivery delivered or dead", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.done["ep_cb"]) > 0
+	})
+	time.Sleep(2 * time.Second)
+	dead = len(k.Read(t, k.Names.Dead, 0))
+	if got := a.doneCount("ep_cb"); got+dead != 5 {
+		t.Fatalf("%d delivered and %d dead of 5", got, dead)
+	}
+	t.Logf("%d delivered after the circuit closed, %d exhausted while it was open", a.doneCount("ep_cb"), dead)
+	// While it was open, deliveries kept moving without requests, and the
+	// attempt log says why.
+	open := 0
+	for _, at := range attemptsOf(t, k, 5) {
+		if at.Outcome == sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_CIRCUIT_OPEN {
+			open++
+			if !strings.Contains(at.Error, "circuit is open") {
+				t.Errorf("circuit-open attempt says %q", at.Error)
+			}
+		}
+	}
+	if open == 0 {
+		t.Fatal("no circuit_open attempt recorded while the circuit was open")
+	}
+	if ev := opEvents(t, k, dispatch.EventEndpointRecovered, 1); len(ev) != 1 || ev[0]["endpoint_id"] != "ep_cb" {
+		t.Fatalf("recovered events %v", ev)
+	}
+}
+
+// TestOrderedEndpointStaysInOrderWhileOthersFlow: every delivery to an
+// ordered endpoint fails twice; it receives them strictly one at a time in
+// partition order, each retried in place, while an endpoint sharing its
+// partition gets all its deliveries meanwhile.
+func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
+	k := onePartition(t)
+	eps := newEndpoints(
+		&sluicev1.Endpoint{Id: "ep_ordered", Ordered: true, MaxInFlight: 10,
+			RetryScheduleMs: ms(200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond)},
+		&sluicev1.Endpoint{Id: "ep_other"},
+	)
+	a := newAttempter()
+	a.failFirst["ep_ordered"] = 2
+	var ordered []string
+	var ds []*sluicev1.Delivery
+	for range 10 {
+		d := delivery("ep_ordered")
+		ordered = append(ordered, d.DeliveryId)
+		ds = append(ds, d)
+		for range 5 {
+			ds = append(ds, delivery("ep_other"))
+		}
+
+	}
+	produce(t, k, k.Names.Deliveries, ds...)
+	start(t, k, defaults(), eps, a)
+	waitFor(t, "the other endpoint's 50", func() bool { return a.doneCount("ep_other") == 50 })
+	if n := a.doneCount("ep_ordered"); n == 10 {
+		t.Fatal("the ordered endpoint finished before the other: the test proves nothing")
+	}
+	waitFor(t, "the ordered endpoint's 10", func() bool { return a.doneCount("ep_ordered") == 10 })
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.maxIn["ep_ordered"] != 1 {
+		t.Errorf("ordered endpoint had %d requests at once, want 1", a.maxIn["ep_ordered"])
+	}
+	// Calls: each delivery three times in a row, in partition order.
+	var want []string
+	for _, id := range ordered {
+		want = append(want, id, id, id)
+	}
+	if got := a.order["ep_ordered"]; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ordered endpoint called\n %v\nwant\n %v", got, want)
+	}
+}
+
+// TestAutoDisableAfterOnlyFailures: an endpoint that has only failed for
+// DisableAfter is disabled, with the reason.
+func TestAutoDisableAfterOnlyFailures(t *testing.T) {
+	k := onePartition(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_failing", TenantId: "ten_test",
+		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond,
+			300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond)})
+	a := newAttempter()
+	a.failFirst["ep_failing"] = -1
+	produce(t, k, k.Names.Deliveries, delivery("ep_failing"), delivery("ep_failing"))
+	opts := defaults()
+	opts.DisableAfter = 1500 * time.Millisecond
+	opts.Breaker.MinAttempts = 1000 // keep the circuit out of it
+	start(t, k, opts, eps, a)
+	waitFor(t, "the endpoint to be disabled", func() bool {
+		ep, _ := eps.Endpoint("ep_failing")
+		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+	})
+	ep, _ := eps.Endpoint("ep_failing")
+	if !strings.HasPrefix(ep.DisabledReason, "no successful delivery since ") {
+		t.Fatalf("disabled with reason %q", ep.DisabledReason)
+	}
+	// Its deliveries end parked, none lost.
+	dead := decode(t, k.Read(t, k.Names.Dead, 2))
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want the 2 deliveries", len(dead))
+	}
+}
+
+// TestHopKeepsALongWaitFromHoldingATier: a record due in a minute in the
+// 5 s tier is appended to the tier again rather than held, so a record
+// behind it that is due goes at once.
+func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
+	k := onePartition(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_a"}, &sluicev1.Endpoint{Id: "ep_b"})
+	a := newAttempter()
+	later, now := delivery("ep_a"), delivery("ep_b")
+	later.NotBeforeMs = time.Now().Add(time.Minute).UnixMilli()
+	now.NotBeforeMs = time.Now().UnixMilli()
+	produce(t, k, k.Names.Retry[0], later, now)
+	d, _ := start(t, k, defaults(), eps, a)
+	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
+	if a.doneCount("ep_a") != 0 {
+		t.Fatal("the record due in a minute was attempted")
+	}
+	if d.Stats().Hops == 0 {
+		t.Fatal("the long wait was not hopped")
+	}
+}
+
+// TestEveryDeliveryEndsDeliveredOrDead: a mix of healthy, flaky, failing
+// and gone endpoints; in the end each delivery was delivered exactly once
+// or is in sluice.dead with a reason — never both, never neither.
+func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
+	k := testenv.NewKafka(t)
+	short := ms(200*time.Millisecond, 200*time.Millisecond)
+	eps := newEndpoints(
+		&sluicev1.Endpoint{Id: "ep_healthy", RetryScheduleMs: short},
+		&sluicev1.Endpoint{Id: "ep_flaky", RetryScheduleMs: short},
+		&sluicev1.Endpoint{Id: "ep_failing", RetryScheduleMs: short},
+		&sluicev1.Endpoint{Id: "ep_gone", RetryScheduleMs: short},
+	)
+	a := newAttempter()
+	a.failFirst["ep_flaky"] = 1
+	a.failFirst["ep_failing"] = -1
+	a.failFirst["ep_gone"], a.status["ep_gone"] = -1, 410
+	var ds []*sluicev1.Delivery
+	for range 25 {
+		for _, ep := range []string{"ep_healthy", "ep_flaky", "ep_failing", "ep_gone"} {
+			ds = append(ds, delivery(ep))
+		}
+	}
+	produce(t, k, k.Names.Deliveries, ds...)
+	opts := defaults()
+	opts.Breaker.MinAttempts = 1000
+	start(t, k, opts, eps, a)
+	// 25 failing + 25 to the gone endpoint end dead.
+	deadRecs := k.Read(t, k.Names.Dead, 50)
+	dead := map[string]string{}
+	for _, d := range decode(t, deadRecs) {
+		if d.DeadReason == "" {
+			t.Errorf("dead letter %s without a reason", d.DeliveryId)
+		}
+		dead[d.DeliveryId] = d.DeadReason
+	}
+	waitFor(t, "the deliveries that succeed", func() bool {
+		return a.doneCount("ep_healthy")+a.doneCount("ep_flaky") == 50
+	})
+	time.Sleep(time.Second)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delivered, parked := 0, 0
+	for _, d := range ds {
+		n, isDead := a.count[d.DeliveryId], dead[d.DeliveryId] != ""
+		switch {
+		case n == 1 && !isDead:
+			delivered++
+		case n == 0 && isDead:
+			parked++
+		default:
+			t.Errorf("delivery %s to %s: delivered %d times, dead %v", d.DeliveryId, d.EndpointId, n, isDead)
+		}
+	}
+	t.Logf("%d deliveries: %d delivered, %d dead with a reason", len(ds), delivered, parked)
+	if delivered != 50 || parked != 50 {
+		t.Fatalf("%d delivered, %d dead; want 50 and 50", delivered, parked)
+	}
+}
