@@ -52,8 +52,8 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/pkg/errtext"
-	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/eventfilter"
+	"github.com/sluicehq/sluice/pkg/ids"
 )
 
 // Header names of the contract. Kafka header names are case-sensitive.
