@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/pkg/topics"
+	ingest "github.com/sluicehq/sluice/services/ingest/app"
 	sender "github.com/sluicehq/sluice/services/sender/app"
 )
 
@@ -394,5 +395,107 @@ func TestKillDashNineOfASenderLosesNothing(t *testing.T) {
 	// flight, far below everything it had delivered.
 	if int64(dups) > killedAt/2 {
 		t.Errorf("%d duplicates for %d requests before the kill: more than an uncommitted window", dups, killedAt)
+	}
+}
+
+// TestEveryEventDeliveredOrDeadEndToEnd: events published in the Kafka
+// contract fan out to four endpoints — healthy, flaky (one 503 with
+// Retry-After, then fine), failing (always 500) and gone (410). In the
+// end every (event, endpoint) pair is either at the receiver exactly once
+// or in sluice.dead with a reason; nothing else.
+func TestEveryEventDeliveredOrDeadEndToEnd(t *testing.T) {
+	k := senderKafka(t)
+	recv := startReceiver(t)
+	const tenant = "ten_e2e"
+	names := []string{"healthy", "flaky", "failing", "gone"}
+	recv.SetBehavior("flaky", receiver.Behavior{Status: 503, FailFirst: 1, RetryAfter: "1"})
+	recv.SetBehavior("failing", receiver.Behavior{Status: 500})
+	recv.SetBehavior("gone", receiver.Behavior{Status: 410})
+	for _, name := range names {
+		endpointAt(t, k, "ep_"+name, recv.URL(name), func(ep *sluicev1.Endpoint) {
+			ep.EventTypes = []string{"order.*"}
+			ep.RetryScheduleMs = []int64{1000, 1000}
+		})
+		if err := recv.SetSecret(name, e2eSecret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	common := commonEnv(k)
+	// 20 first attempts failing at once would open the flaky endpoint's
+	// circuit, and with two retries its deliveries would run out while it
+	// is open; the breaker has tests of its own.
+	startSender(t, k, env{"SLUICE_CIRCUIT_MIN_ATTEMPTS": "1000"})
+	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
+		"SLUICE_API_ADDR":                 "127.0.0.1:0",
+		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
+		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
+	}))
+
+	const n = 20
+	var eventIDs []string
+	var recs []*kgo.Record
+	for i := range n {
+		id := fmt.Sprintf("evt_mix_%02d", i)
+		eventIDs = append(eventIDs, id)
+		recs = append(recs, contractRecord(k.Names.Events, tenant, "order.created", id, fmt.Sprintf(`{"order":%d}`, i)))
+	}
+	p, err := kafkax.NewProducer(k.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The failing and gone endpoints' 40 end in sluice.dead.
+	dead := map[string]map[string]string{} // endpoint → event → reason
+	for _, r := range k.Read(t, k.Names.Dead, 2*n) {
+		d := &sluicev1.Delivery{}
+		if err := proto.Unmarshal(r.Value, d); err != nil {
+			t.Fatal(err)
+		}
+		if dead[d.EndpointId] == nil {
+			dead[d.EndpointId] = map[string]string{}
+		}
+		if _, twice := dead[d.EndpointId][d.EventId]; twice {
+			t.Errorf("%s → %s dead-lettered twice", d.EventId, d.EndpointId)
+		}
+		dead[d.EndpointId][d.EventId] = d.DeadReason
+	}
+	waitDelivered(t, recv, map[string][]string{"healthy": eventIDs, "flaky": eventIDs}, 60*time.Second)
+	time.Sleep(time.Second) // room for a stray duplicate
+
+	delivered, parked := 0, 0
+	for _, name := range names {
+		got := recv.Received(name)
+		for _, id := range eventIDs {
+			reason, isDead := dead["ep_"+name][id]
+			switch n := got[id]; {
+			case n == 1 && !isDead:
+				delivered++
+			case n == 0 && isDead && reason != "":
+				parked++
+			default:
+				t.Errorf("%s → %s: delivered %d times, dead %v (reason %q)", id, name, n, isDead, reason)
+			}
+		}
+	}
+	t.Logf("%d (event, endpoint) pairs: %d delivered, %d dead with a reason", n*len(names), delivered, parked)
+	if delivered != 2*n || parked != 2*n {
+		t.Fatalf("%d delivered and %d dead, want %d and %d", delivered, parked, 2*n, 2*n)
+	}
+	for id, reason := range dead["ep_failing"] {
+		if !strings.HasPrefix(reason, "exhausted: 3 attempts failed, the last with HTTP 500") {
+			t.Errorf("%s: dead with reason %q", id, reason)
+		}
+	}
+	for id, reason := range dead["ep_gone"] {
+		if !strings.HasPrefix(reason, "endpoint disabled: the endpoint answered 410 Gone") {
+			t.Errorf("%s: dead with reason %q", id, reason)
+		}
+	}
+	if n := recv.BadSignatures() + recv.BadBodies(); n > 0 {
+		t.Fatalf("%d webhooks failed verification", n)
 	}
 }

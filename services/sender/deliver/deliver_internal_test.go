@@ -706,3 +706,23 @@ func BenchmarkAttempt(b *testing.B) {
 		}
 	}
 }
+
+// TestAttemptReturnsRetryAfter: the answer's Retry-After reaches the
+// dispatcher, which decides what it means.
+func TestAttemptReturnsRetryAfter(t *testing.T) {
+	recv := newReceiver(t, map[string]http.HandlerFunc{
+		"/busy": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		},
+		"/fine": func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) },
+	})
+	d := newTestDeliverer(t, time.Second, 0)
+	a, ra := d.Attempt(delivery("ep_busy"), endpoint("ep_busy", recv.url("/busy")))
+	if a.StatusCode != 429 || ra != "7" {
+		t.Fatalf("status %d, Retry-After %q; want 429 and 7", a.StatusCode, ra)
+	}
+	if _, ra := d.Attempt(delivery("ep_fine"), endpoint("ep_fine", recv.url("/fine"))); ra != "" {
+		t.Fatalf("Retry-After %q from an answer without one", ra)
+	}
+}
