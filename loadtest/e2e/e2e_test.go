@@ -36,6 +36,18 @@ type env map[string]string
 
 func (e env) lookup(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
+// startLogwriter runs a logwriter on the test's topics and database, with
+// batches of at most 200 ms so rows show up quickly.
+func startLogwriter(t testing.TB, k *testenv.Kafka, ch *testenv.ClickHouse) {
+	t.Helper()
+	start(t, "logwriter", logwriter.LoadConfig, logwriter.Run, commonEnv(k).with(env{
+		"SLUICE_GROUP":               k.Prefix + "logwriter",
+		"SLUICE_CLICKHOUSE_ADDRS":    ch.Config.Addrs[0],
+		"SLUICE_CLICKHOUSE_DATABASE": ch.Config.Database,
+		"SLUICE_BATCH_WAIT":          "200ms",
+	}))
+}
+
 // commonEnv is what every service under test needs: the test's broker and
 // topics, an ops listener on a free port, and quiet logs.
 func commonEnv(k *testenv.Kafka) env {
@@ -162,12 +174,7 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 	putEndpoint(t, k, ep)
 
 	common := commonEnv(k)
-	start(t, "logwriter", logwriter.LoadConfig, logwriter.Run, common.with(env{
-		"SLUICE_GROUP":               k.Prefix + "logwriter",
-		"SLUICE_CLICKHOUSE_ADDRS":    ch.Config.Addrs[0],
-		"SLUICE_CLICKHOUSE_DATABASE": ch.Config.Database,
-		"SLUICE_BATCH_WAIT":          "200ms",
-	}))
+	startLogwriter(t, k, ch)
 	start(t, "sender", sender.LoadConfig, sender.Run, common.with(senderEnv).with(env{"SLUICE_GROUP": k.Prefix + "sender"}))
 	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
 		"SLUICE_API_ADDR":                 "127.0.0.1:0",

@@ -51,13 +51,7 @@ func TestHTTPEventsEndToEnd(t *testing.T) {
 	start(t, "ingest", ingest.LoadConfig, ingest.Run, ingestEnv)
 
 	a := &apiClient{t: t, base: "http://" + apiAddr}
-	deadline := time.Now().Add(30 * time.Second)
-	for status, _ := a.try("GET", "/openapi.json", "", nil); status != http.StatusOK; status, _ = a.try("GET", "/openapi.json", "", nil) {
-		if time.Now().After(deadline) {
-			t.Fatal("the ingest API did not answer within 30 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	a.waitUp()
 	var tenant struct{ ID string }
 	a.call("POST", "/v1/tenants", adminKey, `{"name":"e2e"}`, http.StatusCreated, &tenant)
 	var apiKey struct{ Key string }
@@ -192,6 +186,18 @@ func (a *apiClient) try(method, path, key string, body []byte, headers ...string
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, raw
+}
+
+// waitUp waits until the API answers, failing after 30 s.
+func (a *apiClient) waitUp() {
+	a.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for status, _ := a.try("GET", "/openapi.json", "", nil); status != http.StatusOK; status, _ = a.try("GET", "/openapi.json", "", nil) {
+		if time.Now().After(deadline) {
+			a.t.Fatal("the ingest API did not answer within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // call makes a request that must answer want, decoding the answer into out

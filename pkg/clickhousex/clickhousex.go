@@ -57,6 +57,21 @@ func (c Config) Validate() error {
 // Open connects without selecting the database (the logwriter may have to
 // create it first) and checks the server answers.
 func Open(ctx context.Context, c Config) (driver.Conn, error) {
+	conn, err := OpenLazy(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("pinging clickhouse %v: %w", c.Addrs, err)
+	}
+	return conn, nil
+}
+
+// OpenLazy is Open without the check: connections are made when a query
+// needs one, so a service whose ClickHouse is down can start and answer
+// what does not need it.
+func OpenLazy(c Config) (driver.Conn, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -72,10 +87,6 @@ func Open(ctx context.Context, c Config) (driver.Conn, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening clickhouse %v: %w", c.Addrs, err)
-	}
-	if err := conn.Ping(ctx); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("pinging clickhouse %v: %w", c.Addrs, err)
 	}
 	return conn, nil
 }

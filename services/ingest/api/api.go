@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/secretbox"
+	"github.com/sluicehq/sluice/services/ingest/logquery"
 )
 
 // Store is what the API needs of the config view.
@@ -40,6 +41,11 @@ type Options struct {
 	// Events configures POST /v1/events and /v1/events/batch; the zero
 	// value leaves them answering 503.
 	Events EventsOptions
+	// Log reads the delivery log in ClickHouse; nil answers the log routes
+	// 503.
+	Log *logquery.Reader
+	// Deliveries configures replay and recover.
+	Deliveries DeliveriesOptions
 }
 
 // API serves the routes.
@@ -52,6 +58,7 @@ type API struct {
 	adminHash [32]byte
 	routes    []route
 	openapi   []byte
+	jobs      recoverJobs
 }
 
 // New builds the API over a config store and the box sealing secrets.
@@ -83,6 +90,15 @@ func New(store Store, box *secretbox.Box, opts Options, log *slog.Logger) *API {
 
 		{"POST", "/v1/events", tenantOnly, a.publishEvent},
 		{"POST", "/v1/events/batch", tenantOnly, a.publishEventBatch},
+
+		{"GET", "/v1/events", tenantOnly, a.listLoggedEvents},
+		{"GET", "/v1/events/{event_id}", tenantOnly, a.getLoggedEvent},
+		{"POST", "/v1/events/{event_id}/replay", tenantOnly, a.replayEvent},
+		{"GET", "/v1/attempts", tenantOnly, a.listAttempts},
+		{"GET", "/v1/endpoints/{endpoint_id}/attempts", tenantOnly, a.listAttempts},
+		{"GET", "/v1/endpoints/{endpoint_id}/stats", tenantOnly, a.endpointStats},
+		{"POST", "/v1/endpoints/{endpoint_id}/recover", tenantOnly, a.recoverEndpoint},
+		{"GET", "/v1/endpoints/{endpoint_id}/recover/{job_id}", tenantOnly, a.getRecoverJob},
 	}
 	return a
 }

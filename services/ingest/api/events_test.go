@@ -520,12 +520,12 @@ func TestEventsDisabledAndAccess(t *testing.T) {
 			}
 		}
 		var ctx fasthttp.RequestCtx
-		ctx.Request.Header.SetMethod("GET")
+		ctx.Request.Header.SetMethod("PUT")
 		ctx.Request.SetRequestURI(path)
 		ctx.Request.Header.Set("Authorization", "Bearer "+fuzzAPIKey)
 		h(&ctx)
-		if ctx.Response.StatusCode() != 405 || string(ctx.Response.Header.Peek("Allow")) != "POST" {
-			t.Errorf("GET %s: status %d, Allow %q; want 405 and POST", path, ctx.Response.StatusCode(), ctx.Response.Header.Peek("Allow"))
+		if allow := string(ctx.Response.Header.Peek("Allow")); ctx.Response.StatusCode() != 405 || !strings.Contains(allow, "POST") {
+			t.Errorf("PUT %s: status %d, Allow %q; want 405 and POST allowed", path, ctx.Response.StatusCode(), allow)
 		}
 	}
 	if n := len(sink.records()); n != 0 {

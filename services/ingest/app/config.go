@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
@@ -37,6 +38,9 @@ type Config struct {
 	RotationGrace time.Duration
 	Router        RouterConfig
 	Events        EventsConfig
+	// ClickHouse holds the delivery log the log, replay and recover routes
+	// read.
+	ClickHouse clickhousex.Config
 }
 
 // EventsConfig are the settings of the HTTP events API. Its data limit and
@@ -87,6 +91,7 @@ func register(c *Config, l *config.Loader) {
 	l.String(&c.AdminKey, "admin-key", "",
 		"key of the admin API (tenants and their API keys), at least 32 characters; empty disables it")
 	c.Secrets.Register(l)
+	c.ClickHouse.Register(l)
 	l.Bool(&c.RequireHTTPS, "require-https", false, "refuse endpoint URLs that are not https")
 	l.Duration(&c.RotationGrace, "secret-rotation-grace", 24*time.Hour,
 		"how long a rotated-out endpoint secret keeps signing beside the new one")
@@ -119,7 +124,7 @@ func (c Config) Validate() error {
 	if c.AdminKey != "" && len(c.AdminKey) < 32 {
 		errs = append(errs, fmt.Errorf("admin-key must be at least 32 characters, got %d", len(c.AdminKey)))
 	}
-	errs = append(errs, c.Secrets.Validate())
+	errs = append(errs, c.Secrets.Validate(), c.ClickHouse.Validate())
 	if c.RotationGrace < 0 || c.RotationGrace > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("secret-rotation-grace must be from 0 to 168h, got %v", c.RotationGrace))
 	}

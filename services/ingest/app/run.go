@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
 
+	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/dedup"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
@@ -18,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/service"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/ingest/api"
+	"github.com/sluicehq/sluice/services/ingest/logquery"
 	"github.com/sluicehq/sluice/services/ingest/router"
 )
 
@@ -31,7 +33,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := rt.Names
 
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup); err != nil {
+	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Dead); err != nil {
 		return err
 	}
 	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
@@ -59,12 +61,22 @@ func Run(ctx context.Context, cfg Config) error {
 	// (503), never a hang.
 	defer view.Close()
 	defer producer.Close()
+	// The delivery log is opened lazily: ingest takes events while
+	// ClickHouse is down, and the log routes answer 503 until it is back.
+	chConn, err := clickhousex.OpenLazy(cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer chConn.Close()
 	handler := api.New(store, box, api.Options{
 		AdminKey: cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
 		// A config write is a few Kafka round trips; 10 s covers a leader
 		// election, after which the client is told to retry.
 		WriteTimeout: 10 * time.Second,
 		Events:       events,
+		Log:          logquery.New(chConn, cfg.ClickHouse.Database),
+		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries,
+			Dead: api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}},
 	}, rt.Log).Handler()
 
 	ln, err := net.Listen("tcp", cfg.APIAddr)

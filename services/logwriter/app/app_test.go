@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -376,10 +377,11 @@ func TestLoadConfigRejects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("valid settings refused: %v", err)
 	}
-	if cfg.BatchWait != 200*time.Millisecond || cfg.Group != "lw" || cfg.TopicPrefix != "t." || cfg.BatchRows != 10000 {
+	if cfg.BatchWait != 200*time.Millisecond || cfg.Group != "lw" || cfg.TopicPrefix != "t." || cfg.BatchRows != 10000 ||
+		cfg.RetentionDays != 30 || cfg.RetentionInterval != time.Hour {
 		t.Errorf("loaded %+v", cfg)
 	}
-	settings := []string{"batch-rows", "batch-wait", "group"}
+	settings := []string{"batch-rows", "batch-wait", "group", "retention-days", "retention-interval"}
 	for _, tc := range []struct {
 		desc, key, value, names string
 	}{
@@ -388,6 +390,10 @@ func TestLoadConfigRejects(t *testing.T) {
 		{"zero batch wait", "SLUICE_BATCH_WAIT", "0s", "batch-wait"},
 		{"batch wait over a minute", "SLUICE_BATCH_WAIT", "2m", "batch-wait"},
 		{"empty group", "SLUICE_GROUP", "", "group"},
+		{"zero retention days", "SLUICE_RETENTION_DAYS", "0", "retention-days"},
+		{"retention over ten years", "SLUICE_RETENTION_DAYS", "3651", "retention-days"},
+		{"retention interval under a minute", "SLUICE_RETENTION_INTERVAL", "59s", "retention-interval"},
+		{"retention interval over a day", "SLUICE_RETENTION_INTERVAL", "25h", "retention-interval"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			vars := map[string]string{}
@@ -405,5 +411,14 @@ func TestLoadConfigRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The bounds themselves are allowed.
+	for _, kv := range [][2]string{{"SLUICE_RETENTION_DAYS", "1"}, {"SLUICE_RETENTION_DAYS", "3650"},
+		{"SLUICE_RETENTION_INTERVAL", "1m"}, {"SLUICE_RETENTION_INTERVAL", "24h"}} {
+		vars := maps.Clone(valid)
+		vars[kv[0]] = kv[1]
+		if _, err := app.LoadConfig(nil, env(vars)); err != nil {
+			t.Errorf("%s=%s refused: %v", kv[0], kv[1], err)
+		}
 	}
 }

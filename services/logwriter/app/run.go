@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/logwriter/retention"
 	"github.com/sluicehq/sluice/services/logwriter/schema"
 )
 
@@ -45,13 +46,26 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The tables of migration 0001, both PARTITION BY day.
+	ret, err := retention.New(conn, cfg.ClickHouse.Database, []string{"attempts", "events"}, cfg.RetentionDays,
+		rt.Log, rt.Metrics.Meter("sluice/logwriter"))
+	if err != nil {
+		return err
+	}
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, cl) })
 	rt.Ops.AddCheck("clickhouse", conn.Ping)
 
-	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group)
-	err = rt.Run(ctx, func(ctx context.Context) error {
-		return w.run(ctx, func() (context.Context, context.CancelFunc) { return rt.ShutdownContext(ctx) })
-	})
+	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group, "retention_days", cfg.RetentionDays)
+	err = rt.Run(ctx,
+		func(ctx context.Context) error {
+			return w.run(ctx, func() (context.Context, context.CancelFunc) { return rt.ShutdownContext(ctx) })
+		},
+		// Its own goroutine and pool connection: a slow or failing pass
+		// never holds up the writer, and it never fails the service.
+		func(ctx context.Context) error {
+			ret.Run(ctx, cfg.RetentionInterval)
+			return nil
+		})
 	rt.Log.Info("stopped", "err", err)
 	return err
 }
