@@ -1,0 +1,353 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/valyala/fasthttp"
+
+	"github.com/sluicehq/sluice/loadtest/receiver"
+	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+)
+
+// Size is how much each scenario sends.
+type Size struct {
+	RawPosts    int // P0
+	P1Events    int // per P1 variant
+	P1sEvents   int
+	P2Seconds   int
+	P4Events    int // each to 100 endpoints
+	P6Backlog   int // the 1× backlog
+	Concurrency int // HTTP callers
+}
+
+// Full is make bench; Quick is make bench-quick.
+var (
+	Full  = Size{RawPosts: 60000, P1Events: 40000, P1sEvents: 15000, P2Seconds: 15, P4Events: 300, P6Backlog: 2000, Concurrency: 64}
+	Quick = Size{RawPosts: 15000, P1Events: 8000, P1sEvents: 4000, P2Seconds: 5, P4Events: 60, P6Backlog: 500, Concurrency: 64}
+)
+
+// Runner holds what the scenarios share.
+type Runner struct {
+	S    *Stack
+	Recv *receiver.Receiver
+	Size Size
+	Logf func(string, ...any)
+
+	// arrivals maps a webhook-id to when it arrived, while tracking.
+	mu       sync.Mutex
+	track    bool
+	arrivals map[string]time.Time
+	count    atomic.Int64
+	http     *fasthttp.Client
+	producer *kgo.Client
+}
+
+// NewRunner starts the receiver.
+func NewRunner(s *Stack, size Size, logf func(string, ...any)) (*Runner, error) {
+	r := &Runner{S: s, Size: size, Logf: logf, arrivals: map[string]time.Time{},
+		http: &fasthttp.Client{MaxConnsPerHost: 512, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
+	recv, err := receiver.Start("127.0.0.1:0", receiver.OnDelivery(func(d receiver.Delivery) {
+		r.count.Add(1)
+		r.mu.Lock()
+		if r.track {
+			if _, seen := r.arrivals[d.WebhookID]; !seen {
+				r.arrivals[d.WebhookID] = time.Now()
+			}
+		}
+		r.mu.Unlock()
+	}))
+	if err != nil {
+		return nil, err
+	}
+	r.Recv = recv
+	if r.producer, err = kafkax.NewProducer(s.Kafka, kgo.MaxBufferedRecords(100000), kgo.ProducerLinger(5*time.Millisecond)); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close stops the receiver and the producer.
+func (r *Runner) Close() {
+	r.producer.Close()
+	r.Recv.Close()
+}
+
+// endpoint is one endpoint made for a scenario.
+type endpoint struct {
+	ID, Name string
+}
+
+// tenant makes a tenant and returns its API key.
+func (r *Runner) tenant(ctx context.Context, name string) (string, string, error) {
+	var t struct{ ID string }
+	if err := r.S.API(ctx, "POST", "/v1/tenants", r.S.AdminKey, map[string]any{"name": name}, &t); err != nil {
+		return "", "", err
+	}
+	var k struct{ Key string }
+	if err := r.S.API(ctx, "POST", "/v1/tenants/"+t.ID+"/api-keys", r.S.AdminKey, map[string]any{"name": "bench"}, &k); err != nil {
+		return "", "", err
+	}
+	return t.ID, k.Key, nil
+}
+
+// endpoints makes n endpoints through the API, receiver endpoint names
+// prefix+i, subscribed as filter(i) says; the receiver verifies each one's
+// signatures.
+func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filter func(i int) string) ([]endpoint, error) {
+	out := make([]endpoint, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			name := prefix + strconv.Itoa(i)
+			var ep struct{ ID, Secret string }
+			errs[i] = r.S.API(ctx, "POST", "/v1/endpoints", key, map[string]any{
+				"url": r.Recv.URL(name), "events": []string{filter(i)}, "max_in_flight": 20}, &ep)
+			if errs[i] == nil {
+				errs[i] = r.Recv.SetSecret(name, ep.Secret)
+			}
+			out[i] = endpoint{ID: ep.ID, Name: name}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// event is one event to send.
+type event struct {
+	ID, Type string
+}
+
+var payload = json.RawMessage(`{"order_id":"ord_123456","amount":4200,"currency":"EUR","customer":{"id":"cus_98765","email":"buyer@example.com"},"lines":[{"sku":"sku_1","qty":2},{"sku":"sku_2","qty":1}]}`)
+
+// sendHTTP sends events in batches of batch (1: POST /v1/events) with
+// concurrency callers; sent, when not nil, gets each event's 202 time.
+func (r *Runner) sendHTTP(ctx context.Context, key string, evs []event, batch, concurrency int, sent func(id string, at time.Time)) error {
+	var next atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for {
+				i := int(next.Add(int64(batch))) - batch
+				if i >= len(evs) || ctx.Err() != nil {
+					return
+				}
+				chunk := evs[i:min(i+batch, len(evs))]
+				if err := r.post(req, resp, key, chunk, batch > 1); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				if sent != nil {
+					now := time.Now()
+					for _, e := range chunk {
+						sent(e.ID, now)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// post sends one request of events, retrying 503s (the API's back-pressure).
+func (r *Runner) post(req *fasthttp.Request, resp *fasthttp.Response, key string, evs []event, asBatch bool) error {
+	type item struct {
+		Type string          `json:"type"`
+		ID   string          `json:"id"`
+		Data json.RawMessage `json:"data"`
+	}
+	var body []byte
+	path := "/v1/events"
+	if asBatch {
+		items := make([]item, len(evs))
+		for i, e := range evs {
+			items[i] = item{e.Type, e.ID, payload}
+		}
+		body, _ = json.Marshal(map[string]any{"events": items})
+		path = "/v1/events/batch"
+	} else {
+		body, _ = json.Marshal(item{evs[0].Type, evs[0].ID, payload})
+	}
+	for attempt := 0; ; attempt++ {
+		req.Reset()
+		req.Header.SetMethod("POST")
+		req.SetRequestURI(r.S.APIURL + path)
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+		if err := r.http.Do(req, resp); err != nil {
+			return fmt.Errorf("POST %s: %w", path, err)
+		}
+		switch code := resp.StatusCode(); {
+		case code == fasthttp.StatusServiceUnavailable && attempt < 50:
+			time.Sleep(100 * time.Millisecond)
+		case code != fasthttp.StatusAccepted && code != fasthttp.StatusOK:
+			return fmt.Errorf("POST %s: %d %s", path, code, resp.Body())
+		default:
+			return nil
+		}
+	}
+}
+
+// sendKafka publishes events straight to the events topic in the producer
+// contract, as a Kafka-native producer does.
+func (r *Runner) sendKafka(ctx context.Context, tenant string, evs []event) error {
+	var firstErr atomic.Value
+	for _, e := range evs {
+		rec := &kgo.Record{Topic: r.S.Names.Events, Key: eventrecord.Key(tenant, e.ID), Value: payload,
+			Headers: []kgo.RecordHeader{
+				{Key: eventrecord.HeaderTenant, Value: []byte(tenant)},
+				{Key: eventrecord.HeaderType, Value: []byte(e.Type)},
+				{Key: eventrecord.HeaderID, Value: []byte(e.ID)},
+			}}
+		r.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	if err := r.producer.Flush(ctx); err != nil {
+		return err
+	}
+	if err, _ := firstErr.Load().(error); err != nil {
+		return fmt.Errorf("producing events: %w", err)
+	}
+	return nil
+}
+
+// tally checks that every (endpoint name → event ids) arrived, waiting up
+// to within; it returns missing and duplicate counts.
+func (r *Runner) tally(want map[string][]string, within time.Duration) (missing, dups int) {
+	deadline := time.Now().Add(within)
+	for {
+		missing, dups = 0, 0
+		for name, evIDs := range want {
+			t := r.Recv.Tally(name, evIDs)
+			missing += len(t.Missing)
+			dups += t.Duplicates
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return missing, dups
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCount waits until the receiver has counted n deliveries since base,
+// printing progress, and returns when the last arrived.
+func (r *Runner) waitCount(base, n int64, within time.Duration, what string) (time.Time, bool) {
+	deadline := time.Now().Add(within)
+	lastShown := time.Now()
+	for {
+		got := r.count.Load() - base
+		if got >= n {
+			return time.Now(), true
+		}
+		if time.Since(lastShown) > 2*time.Second {
+			r.Logf("  %s: %d of %d delivered", what, got, n)
+			lastShown = time.Now()
+		}
+		if time.Now().After(deadline) {
+			return time.Now(), false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// cpuSnapshot reads every process's CPU time, this one's included.
+func (r *Runner) cpuSnapshot() map[string]time.Duration {
+	out := map[string]time.Duration{"driver": SelfCPU()}
+	for name, p := range r.S.Procs {
+		if c, err := p.CPU(); err == nil {
+			out[name] = c
+		}
+	}
+	return out
+}
+
+func cpuDelta(a, b map[string]time.Duration) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range b {
+		out[k] = (v - a[k]).Seconds()
+	}
+	return out
+}
+
+// percentile of sorted durations.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+// latencies are arrival minus send times of ids.
+func (r *Runner) latencies(sent map[string]time.Time) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Duration
+	for id, at := range sent {
+		if got, ok := r.arrivals[id]; ok {
+			out = append(out, got.Sub(at))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (r *Runner) startTracking() {
+	r.mu.Lock()
+	r.track, r.arrivals = true, map[string]time.Time{}
+	r.mu.Unlock()
+}
+
+func (r *Runner) stopTracking() {
+	r.mu.Lock()
+	r.track = false
+	r.mu.Unlock()
+}
+
+func newEvents(n int, typ func(i int) string) []event {
+	out := make([]event, n)
+	for i := range out {
+		out[i] = event{ID: ids.New(ids.Event), Type: typ(i)}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
