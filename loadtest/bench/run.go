@@ -170,6 +170,7 @@ func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (floa
 		last, ok := r.waitCount(base, int64(len(evs)), 3*time.Minute, v.id)
 		secs := last.Sub(start).Seconds()
 		missing, dups := r.tally(want(evs), 10*time.Second)
+		r.Logf("  %s done in %.1f s; sender: %s", v.id, secs, r.senderCounters())
 		rate := float64(len(evs)) / secs
 		ratio := rate / raw
 		res := Result{ID: v.id, Name: v.name, Sent: len(evs), Missing: missing, Duplicates: dups,
@@ -418,6 +419,27 @@ func (r *Runner) p6(ctx context.Context, rep *Report) error {
 		Figure: fmt.Sprintf("%.1f MiB at 1× (%d), %.1f MiB at 10× (%.2f ×)", float64(m1)/(1<<20), r.Size.P6Backlog, float64(m10)/(1<<20), ratio),
 		Target: "≤ 1.2 ×", Meets: yes(ratio <= 1.2)})
 	return nil
+}
+
+// senderCounters reads the sender's counters that show trouble: deferrals,
+// retries, attempt outcomes other than success.
+func (r *Runner) senderCounters() string {
+	resp, err := http.Get("http://" + r.S.Procs["sender"].Ops + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var out []string
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "sluice_sender_deferred_total") || strings.HasPrefix(line, "sluice_sender_parked_total") ||
+			strings.HasPrefix(line, "sluice_sender_attempts_total") || strings.HasPrefix(line, "sluice_sender_exhausted_total") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // heapInUse reads a service's Go heap in use from its /metrics.
