@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 )
@@ -44,7 +43,7 @@ func (rep *Report) Markdown() string {
 
 // Machine describes this machine: CPU model, cores, memory, Go, and the
 // Kafka and ClickHouse the dev stack runs.
-func Machine(repo string) string {
+func Machine(clickhouse string) string {
 	model := "unknown CPU"
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
@@ -60,10 +59,7 @@ func Machine(repo string) string {
 		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
 		mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
 	}
-	ch := "ClickHouse ?"
-	if out, err := exec.Command("clickhouse-server", "--version").Output(); err == nil {
-		ch = strings.TrimSpace(string(out))
-	}
+	ch := "ClickHouse " + clickhouse
 	return fmt.Sprintf("%s, %d cores, %s, %s, Kafka 4.2.0 (KRaft, one broker), %s; the broker, ClickHouse, the three services and the driver (generator and receiver) share the cores",
 		model, runtime.NumCPU(), mem, runtime.Version(), ch)
 }

@@ -305,6 +305,15 @@ func (s *Stack) API(ctx context.Context, method, path, key string, body, out any
 	return nil
 }
 
+// ClickHouseVersion is the server's version.
+func (s *Stack) ClickHouseVersion(ctx context.Context) string {
+	var v string
+	if err := s.ch.QueryRow(ctx, "SELECT version()").Scan(&v); err != nil {
+		return "?"
+	}
+	return v
+}
+
 // AttemptRows counts the delivery log's successful attempt rows of tenant.
 func (s *Stack) AttemptRows(ctx context.Context, tenant string) (uint64, error) {
 	var n uint64

@@ -43,7 +43,7 @@ func run(ctx context.Context, repo, results, doc string, quick bool) error {
 	if quick {
 		size = bench.Quick
 	}
-	rep := &bench.Report{Started: time.Now(), Quick: quick, Machine: bench.Machine(repo)}
+	rep := &bench.Report{Started: time.Now(), Quick: quick}
 	// Partition counts of a small production: deliveries as many as a
 	// handful of senders could share.
 	s, err := bench.StartStack(ctx, repo, topics.Partitions{Events: 6, Deliveries: 12, Retry: 6, Dead: 3, Attempts: 6, EventLog: 6}, logf)
@@ -53,6 +53,7 @@ func run(ctx context.Context, repo, results, doc string, quick bool) error {
 	if err != nil {
 		return err
 	}
+	rep.Machine = bench.Machine(s.ClickHouseVersion(ctx))
 	r, err := bench.NewRunner(s, size, logf)
 	if err != nil {
 		return err
