@@ -101,9 +101,10 @@ func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 	for i, want := range schedule {
 		gap := calls[i+1].Sub(calls[i])
 		// Never early (due times are whole milliseconds); late by at most
-		// the time to read the record back (a fetch waits up to 500 ms).
-		if gap < want-5*time.Millisecond || gap > want+800*time.Millisecond {
-			t.Errorf("wait before attempt %d: %v, want %v (+ at most 800 ms)", i+2, gap, want)
+		// the time to read the record back: a fetch waits up to 500 ms, and
+		// a loaded CI machine adds to it.
+		if gap < want-5*time.Millisecond || gap > want+1500*time.Millisecond {
+			t.Errorf("wait before attempt %d: %v, want %v (+ at most 1.5 s)", i+2, gap, want)
 		}
 		t.Logf("attempt %d after %v (schedule %v)", i+2, gap, want)
 	}
@@ -224,7 +225,7 @@ func TestRetryAfterIsHonouredWithinBounds(t *testing.T) {
 		want time.Duration
 	}{{d1, 2 * time.Second}, {d2, 2 * step}} {
 		c := a.callTimes(tc.d.DeliveryId)
-		if gap := c[1].Sub(c[0]); gap < tc.want-5*time.Millisecond || gap > tc.want+800*time.Millisecond {
+		if gap := c[1].Sub(c[0]); gap < tc.want-5*time.Millisecond || gap > tc.want+1500*time.Millisecond {
 			t.Errorf("%s: retried after %v, want %v", tc.d.EndpointId, gap, tc.want)
 		}
 	}
