@@ -160,6 +160,9 @@ type partition struct {
 	// orderedHold counts ordered endpoints whose full queue paused this
 	// partition.
 	orderedHold int
+	// mark is the argument of MarkCommitOffsets for this partition, made
+	// once: a watermark moves on nearly every finished delivery.
+	mark map[string]map[int32]kgo.EpochOffset
 }
 
 // queue is one endpoint's waiting deliveries, its limits and its health.
@@ -553,7 +556,7 @@ func (d *Dispatcher) activate(j *job) {
 // attempt runs one HTTP attempt and settles what it leads to.
 func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
 	a, retryAfter := d.attempter.Attempt(j.d, ep)
-	d.m.attempts.Add(d.work, 1, metric.WithAttributes(attribute.String("outcome", a.Outcome.Label())))
+	d.m.attempts.Add(d.work, 1, d.m.outcome(a.Outcome))
 	d.m.latency.Record(d.work, float64(a.LatencyUs)/1e6)
 	// The records this produces go out from this goroutine, which holds its
 	// request slot until they are buffered: when the log lags by the
@@ -677,8 +680,11 @@ func (d *Dispatcher) finish(j *job) {
 	if !p.revoked {
 		if c := p.wm.commit(); c > p.marked {
 			p.marked = c
-			d.consumer.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{
-				p.topic: {p.partition: {Epoch: -1, Offset: c}}})
+			if p.mark == nil {
+				p.mark = map[string]map[int32]kgo.EpochOffset{p.topic: {}}
+			}
+			p.mark[p.topic][p.partition] = kgo.EpochOffset{Epoch: -1, Offset: c}
+			d.consumer.MarkCommitOffsets(p.mark)
 		}
 	}
 	d.checkMemory()

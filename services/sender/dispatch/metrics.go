@@ -3,16 +3,27 @@ package dispatch
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 )
 
 type instruments struct {
+	// byOutcome are the attempt counter's attribute sets, made once: an
+	// attribute set built per attempt would allocate on the hot path.
+	byOutcome                                                 map[sluicev1.AttemptOutcome]metric.MeasurementOption
 	attempts, deferred, parked, exhausted, disabled, opEvents metric.Int64Counter
 	latency, lateness                                         metric.Float64Histogram
 }
 
 func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
 	var err error
+	m.byOutcome = map[sluicev1.AttemptOutcome]metric.MeasurementOption{}
+	for v := range sluicev1.AttemptOutcome_name {
+		o := sluicev1.AttemptOutcome(v)
+		m.byOutcome[o] = metric.WithAttributeSet(attribute.NewSet(attribute.String("outcome", o.Label())))
+	}
 	if m.attempts, err = meter.Int64Counter("sluice.sender.attempts",
 		metric.WithDescription("delivery attempts by outcome")); err != nil {
 		return err
@@ -66,4 +77,12 @@ func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
 			return nil
 		}))
 	return err
+}
+
+// outcome is the attempt counter's option for o.
+func (m *instruments) outcome(o sluicev1.AttemptOutcome) metric.AddOption {
+	if opt, ok := m.byOutcome[o]; ok {
+		return opt
+	}
+	return metric.WithAttributes(attribute.String("outcome", o.Label()))
 }
