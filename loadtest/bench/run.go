@@ -303,6 +303,8 @@ func (r *Runner) p2(ctx context.Context, rep *Report, p1 float64) (p99 time.Dura
 	missing, dups := r.tally(want, time.Minute)
 	lat := r.latencies(sent)
 	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	r.Logf("  P2 router: %s", r.counters("ingest", "sluice_router_transaction_duration_seconds_sum",
+		"sluice_router_transaction_duration_seconds_count", "sluice_router_transaction_events_sum"))
 	rep.Results = append(rep.Results, Result{ID: "P2", Name: "latency from 202 to receipt at half the P1 rate", Sent: len(evs),
 		Missing: missing, Duplicates: dups, Value: float64(p99.Microseconds()) / 1000,
 		Figure: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms at %.0f events/s", ms(p50), ms(p99), rate),
@@ -439,10 +441,10 @@ func (r *Runner) p6(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// senderCounters reads the sender's counters that show trouble: deferrals,
-// retries, attempt outcomes other than success.
-func (r *Runner) senderCounters() string {
-	resp, err := http.Get("http://" + r.S.Procs["sender"].Ops + "/metrics")
+// counters reads the lines of a service's /metrics starting with any of
+// prefixes, for the progress log.
+func (r *Runner) counters(service string, prefixes ...string) string {
+	resp, err := http.Get("http://" + r.S.Procs[service].Ops + "/metrics")
 	if err != nil {
 		return err.Error()
 	}
@@ -452,12 +454,21 @@ func (r *Runner) senderCounters() string {
 	var out []string
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "sluice_sender_deferred_total") || strings.HasPrefix(line, "sluice_sender_parked_total") ||
-			strings.HasPrefix(line, "sluice_sender_attempts_total") || strings.HasPrefix(line, "sluice_sender_exhausted_total") {
-			out = append(out, line)
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+				break
+			}
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// senderCounters are the sender's counters that show trouble: deferrals,
+// parked and exhausted deliveries, attempt outcomes.
+func (r *Runner) senderCounters() string {
+	return r.counters("sender", "sluice_sender_deferred_total", "sluice_sender_parked_total",
+		"sluice_sender_attempts_total", "sluice_sender_exhausted_total")
 }
 
 // heapInUse reads a service's Go heap in use from its /metrics.

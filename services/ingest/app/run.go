@@ -205,7 +205,7 @@ func startRouter(ctx context.Context, cfg Config, names topics.Names, store *con
 		Kafka: cfg.Kafka, Names: names, Group: cfg.Router.Group,
 		Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes},
 		DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
-		MaxBatch: cfg.Router.MaxBatch,
+		MaxBatch: cfg.Router.MaxBatch, Meter: rt.Metrics.Meter("sluice/router"),
 	}, ix, rt.Log.With("component", "router"))
 	if err != nil {
 		return nil, err

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -33,6 +36,8 @@ type Options struct {
 	DedupMaxEntries int
 	// MaxBatch bounds the records of one transaction.
 	MaxBatch int
+	// Meter records the router's metrics; nil records none.
+	Meter metric.Meter
 }
 
 // Router fans events out to deliveries, one Kafka transaction per batch:
@@ -49,6 +54,12 @@ type Router struct {
 	mu    sync.Mutex
 	seen  map[int32]*dedup.Set // per assigned events partition
 	stats Stats
+
+	txnTime  metric.Float64Histogram
+	txnSize  metric.Int64Histogram
+	outcomes metric.Int64Counter
+	commit   metric.MeasurementOption
+	abort    metric.MeasurementOption
 }
 
 // Stats count what the router did, for tests and metrics.
@@ -59,6 +70,9 @@ type Stats struct {
 // New builds a router over index. Run starts it.
 func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 	r := &Router{opts: opts, index: index, log: log, seen: map[int32]*dedup.Set{}}
+	if err := r.instruments(opts.Meter); err != nil {
+		return nil, err
+	}
 	txnID := opts.Names.Events + ".router." + ids.New("r")
 	sess, err := kafkax.NewTransactSession(opts.Kafka, txnID, opts.Group, []string{opts.Names.Events},
 		// Dedup markers go to the partition number of their event, set
@@ -73,6 +87,31 @@ func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 	}
 	r.sess = sess
 	return r, nil
+}
+
+// instruments makes the router's metrics: how long a transaction takes from
+// begin to commit (the bulk of an event's latency to its deliveries), how
+// many events it holds, and how many commit or abort.
+func (r *Router) instruments(m metric.Meter) error {
+	if m == nil {
+		m = noop.NewMeterProvider().Meter("router")
+	}
+	var err error
+	if r.txnTime, err = m.Float64Histogram("sluice.router.transaction.duration", metric.WithUnit("s"),
+		metric.WithDescription("time from beginning a routing transaction to its commit or abort")); err != nil {
+		return err
+	}
+	if r.txnSize, err = m.Int64Histogram("sluice.router.transaction.events",
+		metric.WithDescription("events routed in one transaction")); err != nil {
+		return err
+	}
+	if r.outcomes, err = m.Int64Counter("sluice.router.transactions",
+		metric.WithDescription("routing transactions by result (committed, aborted)")); err != nil {
+		return err
+	}
+	r.commit = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "committed")))
+	r.abort = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "aborted")))
+	return nil
 }
 
 // assigned rebuilds the dedup state of newly assigned partitions before any
@@ -133,6 +172,7 @@ func (r *Router) Run(ctx context.Context) error {
 		if fetches.NumRecords() == 0 {
 			continue
 		}
+		began := time.Now()
 		if err := r.sess.Begin(); err != nil {
 			return fmt.Errorf("beginning a routing transaction: %w", err)
 		}
@@ -143,6 +183,13 @@ func (r *Router) Run(ctx context.Context) error {
 			end = kgo.TryAbort
 		}
 		committed, err := r.sess.End(ctx, end)
+		r.txnTime.Record(ctx, time.Since(began).Seconds())
+		r.txnSize.Record(ctx, int64(fetches.NumRecords()))
+		if committed {
+			r.outcomes.Add(ctx, 1, r.commit)
+		} else {
+			r.outcomes.Add(ctx, 1, r.abort)
+		}
 		r.mu.Lock()
 		if committed {
 			// Only now are the batch's ids remembered: an aborted batch is
