@@ -36,6 +36,17 @@ type env map[string]string
 
 func (e env) lookup(k string) (string, bool) { v, ok := e[k]; return v, ok }
 
+// startIngest runs ingest (API on a free port unless extra says, router
+// on) on the test's topics.
+func startIngest(t testing.TB, k *testenv.Kafka, extra env) {
+	t.Helper()
+	start(t, "ingest", ingest.LoadConfig, ingest.Run, commonEnv(k).with(env{
+		"SLUICE_API_ADDR":                 "127.0.0.1:0",
+		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
+		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
+	}).with(extra))
+}
+
 // startLogwriter runs a logwriter on the test's topics and database, with
 // batches of at most 200 ms so rows show up quickly.
 func startLogwriter(t testing.TB, k *testenv.Kafka, ch *testenv.ClickHouse) {
@@ -176,11 +187,7 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 	common := commonEnv(k)
 	startLogwriter(t, k, ch)
 	start(t, "sender", sender.LoadConfig, sender.Run, common.with(senderEnv).with(env{"SLUICE_GROUP": k.Prefix + "sender"}))
-	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
-		"SLUICE_API_ADDR":                 "127.0.0.1:0",
-		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
-		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
-	}))
+	startIngest(t, k, nil)
 
 	const n = 200
 	var eventIDs []string

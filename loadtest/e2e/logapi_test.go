@@ -12,7 +12,6 @@ import (
 	"github.com/sluicehq/sluice/loadtest/receiver"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	ingestapi "github.com/sluicehq/sluice/services/ingest/api"
-	ingest "github.com/sluicehq/sluice/services/ingest/app"
 )
 
 // logStack runs ingest, sender and logwriter on the test's topics and
@@ -23,17 +22,14 @@ func logStack(t *testing.T) (*testenv.Kafka, *testenv.ClickHouse, *apiClient, st
 	ch := testenv.NewClickHouse(t)
 	const adminKey = "admin-key-of-the-e2e-log-test-0123456789abc"
 	apiAddr := freeAddr(t)
-	common := commonEnv(k)
 	startLogwriter(t, k, ch)
 	startSender(t, k, env{"SLUICE_CIRCUIT_MIN_ATTEMPTS": "1000"})
-	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
-		"SLUICE_API_ADDR":                 apiAddr,
-		"SLUICE_ADMIN_KEY":                adminKey,
-		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
-		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
-		"SLUICE_CLICKHOUSE_ADDRS":         ch.Config.Addrs[0],
-		"SLUICE_CLICKHOUSE_DATABASE":      ch.Config.Database,
-	}))
+	startIngest(t, k, env{
+		"SLUICE_API_ADDR":            apiAddr,
+		"SLUICE_ADMIN_KEY":           adminKey,
+		"SLUICE_CLICKHOUSE_ADDRS":    ch.Config.Addrs[0],
+		"SLUICE_CLICKHOUSE_DATABASE": ch.Config.Database,
+	})
 	a := &apiClient{t: t, base: "http://" + apiAddr}
 	a.waitUp()
 	return k, ch, a, adminKey

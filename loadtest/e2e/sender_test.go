@@ -25,7 +25,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/pkg/topics"
-	ingest "github.com/sluicehq/sluice/services/ingest/app"
 	sender "github.com/sluicehq/sluice/services/sender/app"
 )
 
@@ -420,16 +419,11 @@ func TestEveryEventDeliveredOrDeadEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	common := commonEnv(k)
 	// 20 first attempts failing at once would open the flaky endpoint's
 	// circuit, and with two retries its deliveries would run out while it
 	// is open; the breaker has tests of its own.
 	startSender(t, k, env{"SLUICE_CIRCUIT_MIN_ATTEMPTS": "1000"})
-	start(t, "ingest", ingest.LoadConfig, ingest.Run, common.with(env{
-		"SLUICE_API_ADDR":                 "127.0.0.1:0",
-		"SLUICE_INSECURE_DEV_SECRETS_KEY": "true",
-		"SLUICE_ROUTER_GROUP":             k.Prefix + "router",
-	}))
+	startIngest(t, k, nil)
 
 	const n = 20
 	var eventIDs []string

@@ -223,23 +223,27 @@ func (a *API) listLoggedEvents(r *request) {
 	}
 	lq.Since, lq.Until = q.timeRange(a.now())
 	lq.AfterMs, lq.AfterID = q.cursor()
+	serveLogPage(a, r, q, "events", lq.Limit,
+		func(ctx context.Context) ([]logquery.Event, error) { return a.opts.Log.Events(ctx, lq) },
+		loggedEventJSON, func(e logquery.Event) string { return makeCursor(e.ReceivedAtMs, e.ID) })
+}
+
+// serveLogPage answers a list of the delivery log: 400 when q found bad
+// parameters, else the rows fetch reads as a page of JSON items, with the
+// cursor of the last row when the page is full (there may be more).
+func serveLogPage[R, J any](a *API, r *request, q *query, what string, limit int,
+	fetch func(context.Context) ([]R, error), item func(R) J, cursor func(R) string) {
 	if len(q.errs) > 0 {
 		invalid(r.RequestCtx, q.errs)
 		return
 	}
 	ctx, cancel := logCtx()
 	defer cancel()
-	rows, err := a.opts.Log.Events(ctx, lq)
+	rows, err := fetch(ctx)
 	if err != nil {
-		a.logFailed(r, "events", err)
+		a.logFailed(r, what, err)
 		return
 	}
-	writeLogPage(r, rows, lq.Limit, loggedEventJSON, func(e logquery.Event) string { return makeCursor(e.ReceivedAtMs, e.ID) })
-}
-
-// writeLogPage answers a page of rows as JSON items, with the cursor of the
-// last row when the page is full (there may be more).
-func writeLogPage[R, J any](r *request, rows []R, limit int, item func(R) J, cursor func(R) string) {
 	p := page[J]{Data: make([]J, 0, len(rows))}
 	for _, row := range rows {
 		p.Data = append(p.Data, item(row))
@@ -411,18 +415,9 @@ func (a *API) listAttempts(r *request) {
 	}
 	lq.Since, lq.Until = q.timeRange(a.now())
 	lq.AfterUs, lq.AfterID = q.cursor()
-	if len(q.errs) > 0 {
-		invalid(r.RequestCtx, q.errs)
-		return
-	}
-	ctx, cancel := logCtx()
-	defer cancel()
-	rows, err := a.opts.Log.Attempts(ctx, lq)
-	if err != nil {
-		a.logFailed(r, "attempts", err)
-		return
-	}
-	writeLogPage(r, rows, lq.Limit, attemptJSON, func(a logquery.Attempt) string { return makeCursor(a.StartedAtUs, a.ID) })
+	serveLogPage(a, r, q, "attempts", lq.Limit,
+		func(ctx context.Context) ([]logquery.Attempt, error) { return a.opts.Log.Attempts(ctx, lq) },
+		attemptJSON, func(a logquery.Attempt) string { return makeCursor(a.StartedAtUs, a.ID) })
 }
 
 // EndpointStatsJSON summarises an endpoint's attempts over a window.
