@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -210,7 +212,7 @@ func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (floa
 			cpu := cpuDelta(cpu0, r.cpuSnapshot())
 			var parts []string
 			total := 0.0
-			for _, name := range sortedKeys(cpu) {
+			for _, name := range slices.Sorted(maps.Keys(cpu)) {
 				per := cpu[name] / float64(len(evs))
 				total += per
 				parts = append(parts, fmt.Sprintf("%s %.0f µs", name, per*1e6))

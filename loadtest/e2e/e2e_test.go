@@ -20,7 +20,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/ids"
-	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/signing"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -204,14 +203,7 @@ func TestEventsFlowEndToEnd(t *testing.T) {
 	recs = append(recs, contractRecord(k.Names.Events, tenant, "invoice.paid", "evt_unrouted", `{}`))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	producer, err := kafkax.NewProducer(k.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceRecords(t, k, recs...)
 	// The README's kcat example, as a user would run it.
 	cmd := exec.CommandContext(ctx, kcat, "-P", "-b", k.Config.Brokers[0], "-t", k.Names.Events,
 		"-k", tenant+"/evt_kcat", "-H", "sluice-tenant="+tenant, "-H", "sluice-type=order.shipped",

@@ -67,15 +67,25 @@ func newDelivery(endpoint string) *sluicev1.Delivery {
 	}
 }
 
-// produceDeliveries writes ds to the deliveries topic, keyed by endpoint as
-// the router does.
-func produceDeliveries(t testing.TB, k *testenv.Kafka, ds ...*sluicev1.Delivery) {
+// produceRecords writes recs and returns once Kafka acknowledged them all.
+func produceRecords(t testing.TB, k *testenv.Kafka, recs ...*kgo.Record) {
 	t.Helper()
 	p, err := kafkax.NewProducer(k.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := p.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// produceDeliveries writes ds to the deliveries topic, keyed by endpoint as
+// the router does.
+func produceDeliveries(t testing.TB, k *testenv.Kafka, ds ...*sluicev1.Delivery) {
+	t.Helper()
 	recs := make([]*kgo.Record, 0, len(ds))
 	for _, d := range ds {
 		b, err := proto.Marshal(d)
@@ -84,9 +94,7 @@ func produceDeliveries(t testing.TB, k *testenv.Kafka, ds ...*sluicev1.Delivery)
 		}
 		recs = append(recs, &kgo.Record{Topic: k.Names.Deliveries, Key: []byte(d.EndpointId), Value: b})
 	}
-	if err := p.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceRecords(t, k, recs...)
 }
 
 // endpointAt registers an endpoint id delivering to url.
@@ -433,14 +441,7 @@ func TestEveryEventDeliveredOrDeadEndToEnd(t *testing.T) {
 		eventIDs = append(eventIDs, id)
 		recs = append(recs, contractRecord(k.Names.Events, tenant, "order.created", id, fmt.Sprintf(`{"order":%d}`, i)))
 	}
-	p, err := kafkax.NewProducer(k.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produceRecords(t, k, recs...)
 
 	// The failing and gone endpoints' 40 end in sluice.dead.
 	dead := map[string]map[string]string{} // endpoint → event → reason

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -308,7 +309,7 @@ func (a *API) getLoggedEvent(r *request) {
 	}
 	ids := append([]string(nil), e.EndpointIDs...)
 	for _, s := range statuses { // replayed to endpoints beyond the fan-out
-		if !contains(ids, s.EndpointID) {
+		if !slices.Contains(ids, s.EndpointID) {
 			ids = append(ids, s.EndpointID)
 		}
 	}
@@ -332,15 +333,6 @@ func (a *API) getLoggedEvent(r *request) {
 		out.Deliveries = append(out.Deliveries, d)
 	}
 	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // AttemptJSON is one attempt as the delivery log holds it.
