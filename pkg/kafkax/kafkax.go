@@ -163,6 +163,10 @@ func NewTransactSession(cfg Config, transactionalID, group string, topics []stri
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		sessionTimeout,
+		// A partition resumed once its dedup state is rebuilt is fetched
+		// only when the fetch in flight returns: franz-go's 5 s default
+		// would hold a newly assigned partition's events that long.
+		kgo.FetchMaxWait(500*time.Millisecond),
 	)
 	opts = append(opts, extra...)
 	s, err := kgo.NewGroupTransactSession(opts...)
@@ -210,4 +214,27 @@ func (c *Config) Register(l *config.Loader, service string) {
 	l.StringList(&c.Brokers, "kafka-brokers", []string{"127.0.0.1:19092"},
 		"Kafka bootstrap servers, comma-separated host:port (the default is the dev stack's)")
 	l.String(&c.ClientID, "kafka-client-id", "sluice-"+service, "client id this process shows the brokers")
+}
+
+// PollWait bounds how long a stage's loop waits in one poll for records, so
+// the loop comes round (package health's Beat) while its partitions are
+// idle; an empty poll costs nothing on the wire, it only returns what the
+// client has buffered.
+const PollWait = 5 * time.Second
+
+// PollContext is ctx bounded by PollWait, for one poll.
+func PollContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, PollWait)
+}
+
+// FetchErrors calls fn for every error of fs except the poll's own timeout
+// or cancellation (which franz-go reports as an error fetch): an idle poll
+// that ran out its PollWait is not a fault.
+func FetchErrors(fs kgo.Fetches, fn func(topic string, partition int32, err error)) {
+	fs.EachError(func(t string, p int32, err error) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return
+		}
+		fn(t, p, err)
+	})
 }

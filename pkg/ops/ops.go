@@ -1,6 +1,8 @@
 // Package ops serves a process's operational endpoints on their own
-// listener: /healthz (the process is alive; never checks dependencies),
-// /readyz (dependencies reachable and the process not draining) and /metrics.
+// listener: /healthz (the process is alive: no stage is stuck; never checks
+// dependencies), /readyz (every stage runs, dependencies answer and the
+// process is not draining) and /metrics. Stages report through
+// package health.
 package ops
 
 import (
@@ -14,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/health"
 )
 
 // CheckTimeout bounds one readiness check; a probe that hangs is a failed
@@ -30,23 +34,26 @@ type Server struct {
 	ln       net.Listener
 	srv      *http.Server
 	draining atomic.Bool
+	stages   *health.Registry
 
 	mu     sync.Mutex
 	checks map[string]Check
 }
 
 // Listen binds addr (":0" picks a free port) and returns a server ready to
-// Serve. Binding early lets start-up fail fast on a taken port.
-func Listen(addr string, metrics http.Handler, log *slog.Logger) (*Server, error) {
+// Serve. Binding early lets start-up fail fast on a taken port. stages are
+// the process's stages (nil: none).
+func Listen(addr string, metrics http.Handler, stages *health.Registry, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening for ops on %s: %w", addr, err)
 	}
-	s := &Server{log: log, ln: ln, checks: map[string]Check{}}
+	if stages == nil {
+		stages = health.NewRegistry(health.DefaultStuckAfter, nil)
+	}
+	s := &Server{log: log, ln: ln, checks: map[string]Check{}, stages: stages}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -90,6 +97,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
+// healthz answers 200 while no stage is stuck and 503 naming the stuck
+// stages otherwise; dependencies are never checked here (a broker outage
+// must not make Kubernetes restart every pod).
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.stages.Live(); err != nil {
+		s.log.Error("not alive", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "stuck", "stages": s.stages.Statuses()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "stages": s.stages.Statuses()})
+}
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "draining"})
@@ -124,6 +143,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 	wg.Wait()
+	for _, st := range s.stages.Statuses() {
+		if st.State != "running" {
+			ok = false
+			results["stage "+st.Name] = st.State + ": " + st.Reason
+		}
+	}
 	status, code := "ready", http.StatusOK
 	if !ok {
 		status, code = "unready", http.StatusServiceUnavailable

@@ -22,16 +22,20 @@ func init() {
 	if mode == "" {
 		return
 	}
-	load := func(args []string, env config.LookupEnv) (string, error) {
+	load := func(args []string, env config.LookupEnv) (testConfig, error) {
 		if mode == "bad-config" {
 			return "", errors.New("SLUICE_X: nonsense")
 		}
-		return mode, nil
+		return testConfig(mode), nil
 	}
-	run := func(ctx context.Context, mode string) error {
+	run := func(ctx context.Context, mode testConfig) error {
 		os.Stdout.WriteString("running\n")
-		if mode == "fail" {
+		switch mode {
+		case "fail":
 			return errors.New("broker unreachable")
+		case "wedged":
+			// A stage stuck in a call that ignores its context.
+			select {}
 		}
 		<-ctx.Done()
 		os.Stdout.WriteString("finished in-flight work\n")
@@ -40,6 +44,12 @@ func init() {
 	service.Main("test", load, run)
 	os.Exit(0)
 }
+
+// testConfig is the mode the child process runs in; it allows half a second
+// from SIGTERM to exit.
+type testConfig string
+
+func (testConfig) ShutdownBudget() time.Duration { return 500 * time.Millisecond }
 
 func TestMainExitCodes(t *testing.T) {
 	for _, tc := range []struct {
@@ -52,6 +62,7 @@ func TestMainExitCodes(t *testing.T) {
 		{"SIGTERM stops cleanly after the work finished", "serve", true, 0, "finished in-flight work"},
 		{"bad configuration exits 2 naming it", "bad-config", false, 2, "SLUICE_X: nonsense"},
 		{"a failing run exits 1 with the reason", "fail", false, 1, "broker unreachable"},
+		{"SIGTERM ends a wedged process within its budget", "wedged", true, 1, "still running 500ms after the stop signal"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")

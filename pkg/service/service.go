@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/ops"
 	"github.com/sluicehq/sluice/pkg/telemetry"
@@ -36,9 +38,21 @@ type Common struct {
 	LogLevel string
 	// ShutdownTimeout bounds how long in-flight work may take to finish after
 	// SIGTERM; Kubernetes' default grace period is 30 s, so the default
-	// leaves 5 s for the commit and the exit.
+	// leaves 5 s for the commit and the exit. Main ends the process
+	// ShutdownMargin after it whatever a stage is doing.
 	ShutdownTimeout time.Duration
+	// StuckAfter is how long a stage may hold work without progress, or its
+	// loop go without coming round, before /healthz fails (package health).
+	StuckAfter time.Duration
 }
+
+// ShutdownMargin is what a process gets beyond ShutdownTimeout to commit,
+// leave its groups and exit before Main ends it: a commit and a LeaveGroup
+// are a round trip each, far below it even on a loaded broker.
+const ShutdownMargin = 5 * time.Second
+
+// ShutdownBudget is the longest a process may take from SIGTERM to exit.
+func (c Common) ShutdownBudget() time.Duration { return c.ShutdownTimeout + ShutdownMargin }
 
 // Register binds the common settings; service names the Kafka client.
 func (c *Common) Register(l *config.Loader, service string) {
@@ -47,7 +61,9 @@ func (c *Common) Register(l *config.Loader, service string) {
 	l.String(&c.OpsAddr, "ops-addr", ":8081", "listen address of /healthz, /readyz and /metrics")
 	l.String(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	l.Duration(&c.ShutdownTimeout, "shutdown-timeout", 25*time.Second,
-		"how long in-flight work may take to finish after SIGTERM")
+		"how long in-flight work may take to finish after SIGTERM; the process exits at most 5s later")
+	l.Duration(&c.StuckAfter, "stuck-after", health.DefaultStuckAfter,
+		"how long a stage may hold work without progress before /healthz fails and the pod is restarted")
 }
 
 // Validate checks the common settings.
@@ -61,23 +77,34 @@ func (c Common) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return fmt.Errorf("shutdown-timeout must be positive, got %v", c.ShutdownTimeout)
 	}
+	// Below 30 s a healthy stage waiting out a routing transaction (20 s)
+	// or a group rebalance would count as stuck.
+	if c.StuckAfter < 30*time.Second || c.StuckAfter > time.Hour {
+		return fmt.Errorf("stuck-after must be from 30s to 1h, got %v", c.StuckAfter)
+	}
 	return nil
 }
 
-// Runtime is what a running service is given: its logger, metrics and ops
-// listener.
+// Runtime is what a running service is given: its logger, metrics, stages
+// and ops listener.
 type Runtime struct {
 	Name    string
 	Log     *slog.Logger
 	Metrics *telemetry.Metrics
 	Ops     *ops.Server
+	// Health holds the service's stages, which /readyz and /healthz judge.
+	Health *health.Registry
 	// Names are the topic names under the configured prefix.
 	Names  topics.Names
 	common Common
+
+	stopOps func()
+	opsDone chan error
 }
 
 // Start builds the logger (writing to logOut), the metrics and the ops
-// listener. The caller runs Serve and finally Close.
+// listener, and serves the ops listener at once: probes answer while the
+// service waits for its dependencies, before Run. Close stops it.
 func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	log, err := telemetry.NewLogger(logOut, name, c.LogLevel)
 	if err != nil {
@@ -87,12 +114,25 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := ops.Listen(c.OpsAddr, m.Handler, log)
+	stuckAfter := c.StuckAfter
+	if stuckAfter <= 0 {
+		stuckAfter = health.DefaultStuckAfter
+	}
+	reg := health.NewRegistry(stuckAfter, nil)
+	srv, err := ops.Listen(c.OpsAddr, m.Handler, reg, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, Names: topics.NewNames(c.TopicPrefix), common: c}, nil
+	rt := &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, Health: reg, Names: topics.NewNames(c.TopicPrefix),
+		common: c, opsDone: make(chan error, 1)}
+	opsCtx, stop := context.WithCancel(context.Background())
+	rt.stopOps = stop
+	go func() { rt.opsDone <- srv.Serve(opsCtx) }()
+	return rt, nil
 }
+
+// Stage returns the service's stage called name (package health).
+func (r *Runtime) Stage(name string) *health.Stage { return r.Health.Stage(name) }
 
 // ShutdownContext returns the context in-flight work runs on: it keeps
 // ctx's values but not its cancellation, and ends ShutdownTimeout after ctx
@@ -107,14 +147,11 @@ func (r *Runtime) ShutdownContext(ctx context.Context) (context.Context, context
 	return work, func() { stop(); cancel() }
 }
 
-// Run serves the ops listener and runs the workers until ctx ends or one
-// fails. When ctx ends, /readyz reports draining at once while the workers
-// finish their in-flight work; the ops listener stops only after the last
-// worker returned, so probes keep answering during the drain.
+// Run runs the workers until ctx ends or one fails. When ctx ends, /readyz
+// reports draining at once while the workers finish their in-flight work;
+// the ops listener stops only at Close, after the last worker returned, so
+// probes keep answering during the drain.
 func (r *Runtime) Run(ctx context.Context, workers ...func(context.Context) error) error {
-	opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
-	opsDone := make(chan error, 1)
-	go func() { opsDone <- r.Ops.Serve(opsCtx) }()
 	stopDrain := context.AfterFunc(ctx, r.Ops.Drain)
 	defer stopDrain()
 
@@ -122,27 +159,75 @@ func (r *Runtime) Run(ctx context.Context, workers ...func(context.Context) erro
 	for _, w := range workers {
 		g.Go(func() error { return w(gctx) })
 	}
-	err := g.Wait()
-	stopOps()
-	if opsErr := <-opsDone; err == nil {
-		err = opsErr
-	}
-	return err
+	return g.Wait()
 }
 
-// Close releases the ops listener, whether or not Run served it, and
-// flushes metrics.
+// Close stops the ops listener and flushes metrics.
 func (r *Runtime) Close(ctx context.Context) {
+	r.Ops.Drain()
+	r.stopOps()
+	if err := <-r.opsDone; err != nil {
+		r.Log.Warn("stopping the ops listener", "err", err)
+	}
 	r.Ops.Close()
 	if err := r.Metrics.Shutdown(ctx); err != nil {
 		r.Log.Warn("flushing metrics", "err", err)
 	}
 }
 
+// Await runs try until it succeeds, reporting stage as waiting with the
+// reason meanwhile: a dependency that is down at start (Kafka, ClickHouse,
+// topics not created yet) is waited for, never a reason to exit (DESIGN
+// §10). Each try gets tryTimeout; failures back off from 100 ms, doubling
+// with jitter, to 10 s, and are logged at the first failure and then at most
+// every 30 s, so an outage does not flood the log. Await returns ctx's error
+// if ctx ends first, and nil once try succeeded.
+func Await(ctx context.Context, stage *health.Stage, log *slog.Logger, what string, try func(context.Context) error) error {
+	const tryTimeout = 10 * time.Second
+	backoff := 100 * time.Millisecond
+	var lastLog time.Time
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, tryTimeout)
+		err := try(tctx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("dependency back", "waited_for", what, "attempts", attempt)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		stage.Waiting(what + ": " + err.Error())
+		if time.Since(lastLog) >= 30*time.Second {
+			log.Warn("waiting for a dependency; retrying", "waiting_for", what, "attempt", attempt, "err", err)
+			lastLog = time.Now()
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, 10*time.Second)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Budgeted is a service Config: it says how long the process may take from
+// SIGTERM to exit (Common.ShutdownBudget).
+type Budgeted interface{ ShutdownBudget() time.Duration }
+
 // Main is a service's whole main function: load the configuration from
 // os.Args and the environment, run until SIGTERM or SIGINT, exit 0 on a clean
 // stop, 2 on a configuration error, 1 otherwise.
-func Main[C any](name string, load func(args []string, env config.LookupEnv) (C, error), run func(context.Context, C) error) {
+//
+// SIGTERM always ends the process within the config's ShutdownBudget,
+// whatever state a stage is in: run is given that long to finish its
+// in-flight work and commit, and if it has not returned by then the process
+// exits 1 saying so. Work it did not commit is redone by whoever owns its
+// partitions next, as after a crash.
+func Main[C Budgeted](name string, load func(args []string, env config.LookupEnv) (C, error), run func(context.Context, C) error) {
 	cfg, err := load(os.Args[1:], os.LookupEnv)
 	if errors.Is(err, config.ErrHelp) {
 		os.Exit(0)
@@ -153,6 +238,14 @@ func Main[C any](name string, load func(args []string, env config.LookupEnv) (C,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	budget := cfg.ShutdownBudget()
+	stopWatchdog := context.AfterFunc(ctx, func() {
+		time.AfterFunc(budget, func() {
+			fmt.Fprintf(os.Stderr, "sluice-%s: still running %v after the stop signal; exiting without finishing (uncommitted work is redone by the next owner)\n", name, budget)
+			os.Exit(1)
+		})
+	})
+	defer stopWatchdog()
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "sluice-%s: %v\n", name, err)
 		os.Exit(1)
@@ -186,9 +279,10 @@ func Knobs[C any](register func(*C, *config.Loader)) []config.Knob {
 	return l.Knobs()
 }
 
-// RequireTopics fails, naming them, if any of the topics does not exist:
-// services never create topics (sluice-topics does), so a missing one is a
-// deployment error to report at start, not a hang.
+// RequireTopics fails, naming them, if any of the topics does not exist.
+// Services never create topics (sluice-topics does); they wait for them with
+// Await, so a service started before the topics job ran comes up once it
+// has, and /readyz names what is missing meanwhile.
 func RequireTopics(ctx context.Context, kcfg kafkax.Config, names ...string) error {
 	adm, err := kafkax.NewAdmin(kcfg)
 	if err != nil {

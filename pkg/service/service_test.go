@@ -2,9 +2,15 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"io"
+	"log/slog"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/health"
 
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
@@ -71,10 +77,12 @@ func TestCommonValidate(t *testing.T) {
 		c    service.Common
 		ok   bool
 	}{
-		{"valid", service.Common{Kafka: kafka, OpsAddr: ":8081", ShutdownTimeout: time.Second}, true},
-		{"no brokers", service.Common{OpsAddr: ":8081", ShutdownTimeout: time.Second}, false},
-		{"empty ops address", service.Common{Kafka: kafka, ShutdownTimeout: time.Second}, false},
-		{"zero shutdown timeout", service.Common{Kafka: kafka, OpsAddr: ":8081"}, false},
+		{"valid", service.Common{Kafka: kafka, OpsAddr: ":8081", ShutdownTimeout: time.Second, StuckAfter: time.Minute}, true},
+		{"no brokers", service.Common{OpsAddr: ":8081", ShutdownTimeout: time.Second, StuckAfter: time.Minute}, false},
+		{"empty ops address", service.Common{Kafka: kafka, ShutdownTimeout: time.Second, StuckAfter: time.Minute}, false},
+		{"zero shutdown timeout", service.Common{Kafka: kafka, OpsAddr: ":8081", StuckAfter: time.Minute}, false},
+		{"stuck-after below 30s", service.Common{Kafka: kafka, OpsAddr: ":8081", ShutdownTimeout: time.Second, StuckAfter: 29 * time.Second}, false},
+		{"stuck-after above an hour", service.Common{Kafka: kafka, OpsAddr: ":8081", ShutdownTimeout: time.Second, StuckAfter: 61 * time.Minute}, false},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			if err := tc.c.Validate(); (err == nil) != tc.ok {
@@ -98,4 +106,60 @@ func TestCloseReleasesTheOpsPortOfAServiceThatNeverRan(t *testing.T) {
 		t.Fatalf("the ops port %s is still taken after Close: %v", addr, err)
 	}
 	again.Close(context.Background())
+}
+
+func TestAwaitWaitsOutAFailingDependency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := health.NewRegistry(time.Minute, nil)
+		stage := reg.Stage("logwriter")
+		log := slog.New(slog.DiscardHandler)
+		calls := 0
+		done := make(chan error, 1)
+		go func() {
+			done <- service.Await(t.Context(), stage, log, "clickhouse", func(context.Context) error {
+				calls++
+				if calls <= 5 {
+					return errors.New("dial tcp 127.0.0.1:19000: connection refused")
+				}
+				return nil
+			})
+		}()
+		synctest.Wait()
+		err := reg.Ready()
+		if err == nil || !strings.Contains(err.Error(), "waiting: clickhouse: dial tcp 127.0.0.1:19000: connection refused") {
+			t.Fatalf("while the dependency fails, Ready() = %v", err)
+		}
+		// Backoff doubles from 100 ms: five failures wait about 0.1+0.2+0.4+0.8+1.6 s.
+		time.Sleep(10 * time.Second)
+		select {
+		case err := <-done:
+			if err != nil || calls != 6 {
+				t.Fatalf("Await = %v after %d calls, want nil after 6", err, calls)
+			}
+		default:
+			t.Fatalf("Await still waiting after 10 s and %d calls", calls)
+		}
+	})
+}
+
+func TestAwaitStopsWithItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := health.NewRegistry(time.Minute, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() {
+			done <- service.Await(ctx, reg.Stage("router"), slog.New(slog.DiscardHandler), "kafka",
+				func(context.Context) error { return errors.New("unreachable") })
+		}()
+		time.Sleep(time.Hour) // an hour of failures: still retrying, never giving up
+		select {
+		case err := <-done:
+			t.Fatalf("Await gave up on its own: %v", err)
+		default:
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Await after cancel = %v, want context.Canceled", err)
+		}
+	})
 }
