@@ -5,6 +5,7 @@ package errtext
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -33,4 +34,31 @@ func Describe(s string) string {
 		return fmt.Sprintf("byte 0x%02x", s[0])
 	}
 	return strconv.QuoteRune(r)
+}
+
+// ellipsis marks a cut: three bytes of UTF-8.
+const ellipsis = "…"
+
+// Truncate returns s as valid UTF-8 of at most max bytes: invalid bytes
+// become U+FFFD, and a longer s is cut on a rune boundary and ends in "…".
+// Text from outside (an error a receiver's TLS certificate provoked, a
+// response) goes into Kafka records and log rows only through it, so no
+// record grows past what Kafka accepts because of it. max below the length
+// of "…" (3) keeps at most max bytes of s, with no mark.
+func Truncate(s string, max int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if len(s) <= max {
+		return s
+	}
+	room := max - len(ellipsis)
+	mark := ellipsis
+	if room < 0 {
+		room, mark = max, ""
+	}
+	for room > 0 && !utf8.RuneStart(s[room]) {
+		room--
+	}
+	return s[:room] + mark
 }

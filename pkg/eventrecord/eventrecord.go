@@ -29,6 +29,21 @@
 //	  -H sluice-tenant=ten_01JD3K6Z8WQ4V0M5T7E9RXN2BC \
 //	  -H sluice-type=order.created -H sluice-id=order-o_123-created
 //
+// Event types starting with "sluice." are reserved for Sluice's own
+// operational events: a Kafka producer's record of such a type is rejected.
+//
+// # Records only Sluice writes
+//
+// Two kinds of record on the events topic come from Sluice itself and carry
+// header sluice-auth, an HMAC-SHA256 of the value under a key derived from
+// the secrets key (secretbox.Box.RecordKey), so a producer that may write
+// the topic cannot forge them:
+//
+//   - operational events (FromSystem: source SYSTEM, sluice.* types);
+//   - fan-out continuations (Continuation, sluice-encoding: continuation):
+//     the rest of an event's fan-out that did not fit in the routing
+//     transaction that decided it.
+//
 // # Rejected records
 //
 // A record that is not an event is not dropped: the router copies it to the
@@ -38,6 +53,8 @@
 package eventrecord
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,25 +86,46 @@ const (
 	// ("<topic>/<partition>/<offset>").
 	HeaderReason = "sluice-reject-reason"
 	HeaderSource = "sluice-source"
+	// HeaderAuth authenticates a record only Sluice writes (see the package
+	// documentation): HMAC-SHA256 of its encoding and value.
+	HeaderAuth = "sluice-auth"
+	// HeaderTruncated is on a rejected copy whose value was cut to
+	// MaxRejectedValueBytes: the original's length in bytes.
+	HeaderTruncated = "sluice-reject-truncated"
 )
 
 // Values of HeaderEncoding.
 const (
 	EncodingProtobuf = "protobuf"
 	EncodingJSON     = "json"
+	// EncodingContinuation marks a sluicev1.FanoutContinuation.
+	EncodingContinuation = "continuation"
 )
+
+// MaxRejectedValueBytes bounds the value a rejected copy keeps: a record
+// rejected for its size may be as large as the broker accepts (about 1 MiB),
+// and its copy, with the reason headers, must still fit the producer's
+// 1,000,012-byte record limit, or the router could never commit past it.
+// 512 KiB keeps the start of any value, which is what a reader needs to see
+// what was sent; the original stays in the events topic whole.
+const MaxRejectedValueBytes = 512 << 10
 
 // DefaultMaxDataBytes bounds the JSON data of one event: 256 KiB, the bound
 // of common webhook providers, keeps a full fan-out batch far below Kafka's
 // default 1 MiB message limit on the deliveries topic.
 const DefaultMaxDataBytes = 256 << 10
 
-// Limits are the bounds of a decoded event.
+// Limits are the bounds of a decoded event, and the key of the records only
+// Sluice writes.
 type Limits struct {
 	// MaxDataBytes bounds the event's data, counted as the bytes of the
 	// JSON-contract value or of the protobuf data field. Zero or less means
 	// DefaultMaxDataBytes, so the zero Limits is the default.
 	MaxDataBytes int
+	// AuthKey checks header sluice-auth (secretbox.Box.RecordKey). Without
+	// it no record counts as Sluice's own: SYSTEM events and continuations
+	// are rejected.
+	AuthKey []byte
 }
 
 func (l Limits) maxData() int {
@@ -131,10 +169,93 @@ func FromHTTP(topic string, e *sluicev1.Event) (*kgo.Record, error) {
 
 // FromSystem builds the record of one of Sluice's own operational events
 // (sluice.endpoint.disabled and the like) as FromHTTP does, with source
-// SYSTEM and a new event id.
-func FromSystem(topic, tenant, eventType string, data []byte) (*kgo.Record, error) {
-	return encode(topic, &sluicev1.Event{TenantId: tenant, EventId: ids.New(ids.Event), Type: eventType, Data: data},
+// SYSTEM and a new event id, authenticated with key
+// (secretbox.Box.RecordKey) so the router honours it.
+func FromSystem(topic, tenant, eventType string, data, key []byte) (*kgo.Record, error) {
+	r, err := encode(topic, &sluicev1.Event{TenantId: tenant, EventId: ids.New(ids.Event), Type: eventType, Data: data},
 		sluicev1.EventSource_EVENT_SOURCE_SYSTEM)
+	if err != nil {
+		return nil, err
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderAuth, Value: mac(key, EncodingProtobuf, r.Value)})
+	return r, nil
+}
+
+// mac is the sluice-auth value of a record of encoding with value.
+func mac(key []byte, encoding string, value []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(encoding))
+	m.Write([]byte{0})
+	m.Write(value)
+	return m.Sum(nil)
+}
+
+// authentic reports whether r carries a valid sluice-auth for encoding
+// under key.
+func authentic(r *kgo.Record, key []byte, encoding string) bool {
+	if len(key) == 0 {
+		return false
+	}
+	var got []byte
+	n := 0
+	for _, h := range r.Headers {
+		if h.Key == HeaderAuth {
+			got = h.Value
+			n++
+		}
+	}
+	return n == 1 && hmac.Equal(got, mac(key, encoding, r.Value))
+}
+
+// Continuation builds the record carrying the rest of ev's fan-out, to the
+// endpoints ids (in that order), for partition of topic: the partition ev
+// was read from, so the continuation is routed by the router that owns it,
+// after ev. key is the record key (secretbox.Box.RecordKey). The record
+// carries ev's own record key and is keyed by it.
+func Continuation(topic string, partition int32, ev *sluicev1.Event, endpointIDs []string, key []byte) (*kgo.Record, error) {
+	v, err := proto.Marshal(&sluicev1.FanoutContinuation{SchemaVersion: sluicev1.SchemaVersion, Event: ev, EndpointIds: endpointIDs})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the fan-out continuation of %s/%s: %w", ev.TenantId, ev.EventId, err)
+	}
+	return &kgo.Record{
+		Topic: topic, Partition: partition, Key: Key(ev.TenantId, ev.EventId), Value: v,
+		Headers: []kgo.RecordHeader{
+			{Key: HeaderEncoding, Value: []byte(EncodingContinuation)},
+			{Key: HeaderAuth, Value: mac(key, EncodingContinuation, v)},
+		},
+	}, nil
+}
+
+// IsContinuation reports whether r claims to be a fan-out continuation;
+// DecodeContinuation checks that it is one.
+func IsContinuation(r *kgo.Record) bool {
+	for _, h := range r.Headers {
+		if h.Key == HeaderEncoding {
+			return string(h.Value) == EncodingContinuation
+		}
+	}
+	return false
+}
+
+// DecodeContinuation reads a record Continuation made: the event and the
+// endpoints still to receive it. A record that is not authentic under
+// lim.AuthKey, or does not decode, gives a *RejectError.
+func DecodeContinuation(r *kgo.Record, lim Limits) (*sluicev1.Event, []string, error) {
+	if !authentic(r, lim.AuthKey, EncodingContinuation) {
+		return nil, nil, reject("%s %s is only written by Sluice's router, and this record's %s does not authenticate it",
+			HeaderEncoding, EncodingContinuation, HeaderAuth)
+	}
+	var c sluicev1.FanoutContinuation
+	if err := proto.Unmarshal(r.Value, &c); err != nil {
+		return nil, nil, reject("value is not a protobuf sluice.v1.FanoutContinuation: %v", err)
+	}
+	if c.SchemaVersion != sluicev1.SchemaVersion || c.Event == nil {
+		return nil, nil, reject("fan-out continuation of unknown schema version %d (this build reads %d)", c.SchemaVersion, sluicev1.SchemaVersion)
+	}
+	if reason := checkEvent(c.Event, "continuation ", math.MaxInt); reason != "" {
+		return nil, nil, reject("%s", reason)
+	}
+	return c.Event, c.EndpointIds, nil
 }
 
 func encode(topic string, e *sluicev1.Event, source sluicev1.EventSource) (*kgo.Record, error) {
@@ -218,6 +339,11 @@ func Decode(r *kgo.Record, lim Limits) (*sluicev1.Event, error) {
 		e, reason = decodeJSON(r, &h, lim.maxData())
 	case string(enc) == EncodingProtobuf:
 		e, reason = decodeProtobuf(r, &h, lim.maxData())
+		if reason == "" {
+			reason = checkOwn(r, e, lim.AuthKey)
+		}
+	case string(enc) == EncodingContinuation:
+		reason = "a fan-out continuation is not an event; read it with DecodeContinuation"
 	default:
 		reason = fmt.Sprintf("unknown %s %s, want %s or %s", HeaderEncoding, errtext.Quote(string(enc)), EncodingJSON, EncodingProtobuf)
 	}
@@ -243,6 +369,9 @@ func decodeJSON(r *kgo.Record, h *contractHeaders, maxData int) (*sluicev1.Event
 	typ := string(h.typ.value)
 	if err := eventfilter.ValidateType(typ); err != nil {
 		return nil, "header " + HeaderType + ": " + err.Error()
+	}
+	if eventfilter.Reserved(typ) {
+		return nil, "header " + HeaderType + ": " + errtext.Quote(typ) + " is reserved for Sluice's own operational events"
 	}
 	var id string
 	if h.id.present {
@@ -277,6 +406,24 @@ func missing(r *kgo.Record, name string) string {
 		}
 	}
 	return "header " + name + " missing"
+}
+
+// checkOwn returns why e cannot be what it claims, or "": source SYSTEM and
+// the reserved sluice.* types are Sluice's own operational events, which
+// carry a sluice-auth valid under key (FromSystem).
+func checkOwn(r *kgo.Record, e *sluicev1.Event, key []byte) string {
+	system := e.Source == sluicev1.EventSource_EVENT_SOURCE_SYSTEM
+	if !system && !eventfilter.Reserved(e.Type) {
+		return ""
+	}
+	if !system {
+		return fmt.Sprintf("type %s is reserved for Sluice's own operational events", errtext.Quote(e.Type))
+	}
+	if !authentic(r, key, EncodingProtobuf) {
+		return "source SYSTEM is reserved for Sluice's own operational events, and this record's " + HeaderAuth +
+			" does not authenticate it"
+	}
+	return ""
 }
 
 // decodeProtobuf reads a record the HTTP API wrote. It returns the event or a
@@ -415,19 +562,42 @@ func invalidUTF8At(data []byte) int {
 // reason made one line and HeaderSource with "<topic>/<partition>/<offset>"
 // of r. An earlier reason or source header — a rejected copy written back to
 // the events topic — is replaced, so the copy carries one of each.
+//
+// A value longer than MaxRejectedValueBytes is cut to that length and the
+// copy says so in HeaderTruncated, with the original's length: the copy must
+// be producible, or the router could not commit past the original. Header
+// values are kept up to a total of maxRejectedHeaderBytes for the same
+// reason.
 func Rejected(topic string, r *kgo.Record, reason string) *kgo.Record {
-	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+2)
+	hs := make([]kgo.RecordHeader, 0, len(r.Headers)+3)
+	budget := maxRejectedHeaderBytes
 	for _, h := range r.Headers {
-		if h.Key != HeaderReason && h.Key != HeaderSource {
-			hs = append(hs, h)
+		if h.Key == HeaderReason || h.Key == HeaderSource || h.Key == HeaderTruncated {
+			continue
 		}
+		if budget -= len(h.Key) + len(h.Value); budget < 0 {
+			break
+		}
+		hs = append(hs, h)
 	}
 	hs = append(hs,
-		kgo.RecordHeader{Key: HeaderReason, Value: []byte(oneLine(reason))},
+		kgo.RecordHeader{Key: HeaderReason, Value: []byte(errtext.Truncate(oneLine(reason), maxReasonBytes))},
 		kgo.RecordHeader{Key: HeaderSource, Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)},
 	)
-	return &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp, Headers: hs}
+	value := r.Value
+	if len(value) > MaxRejectedValueBytes {
+		value = value[:MaxRejectedValueBytes]
+		hs = append(hs, kgo.RecordHeader{Key: HeaderTruncated, Value: fmt.Appendf(nil, "%d", len(r.Value))})
+	}
+	return &kgo.Record{Topic: topic, Key: r.Key, Value: value, Timestamp: r.Timestamp, Headers: hs}
 }
+
+// The headers a rejected copy keeps, and the length of its reason: far
+// above what the contract's headers need, far below the record limit.
+const (
+	maxRejectedHeaderBytes = 64 << 10
+	maxReasonBytes         = 4 << 10
+)
 
 // oneLine makes s one line of valid UTF-8 for a log field or a header: every
 // control character becomes a space and invalid bytes become U+FFFD. Reasons

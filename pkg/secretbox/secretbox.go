@@ -14,6 +14,7 @@ package secretbox
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -150,6 +151,8 @@ func (c Config) key() ([]byte, error) {
 type Box struct {
 	aead     cipher.AEAD
 	insecure bool
+	// recordKey authenticates records only Sluice writes (RecordKey).
+	recordKey []byte
 }
 
 // New validates c and returns a Box for its key. The caller should warn
@@ -167,8 +170,28 @@ func New(c Config) (*Box, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secretbox: building GCM: %w", err)
 	}
-	return &Box{aead: aead, insecure: strings.TrimSpace(c.Key) == ""}, nil
+	return &Box{aead: aead, insecure: strings.TrimSpace(c.Key) == "", recordKey: derive(k, recordKeyLabel)}, nil
 }
+
+// recordKeyLabel names what RecordKey is for; a different label gives an
+// unrelated key.
+const recordKeyLabel = "sluice record authentication v1"
+
+// derive is HMAC-SHA256(key, label): a pseudo-random key for one purpose,
+// so the sealing key itself is never used for anything but sealing (the
+// HKDF-Expand step with a single block, RFC 5869 §2.3).
+func derive(key []byte, label string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	m.Write([]byte{1})
+	return m.Sum(nil)
+}
+
+// RecordKey is a 32-byte key derived from the secrets key, for the
+// authentication of Kafka records only Sluice's own services may write
+// (package eventrecord: operational events and fan-out continuations).
+// Every service configured with the same secrets key derives the same one.
+func (b *Box) RecordKey() []byte { return b.recordKey }
 
 // Insecure reports whether b uses the publicly known development key.
 func (b *Box) Insecure() bool { return b.insecure }

@@ -292,6 +292,74 @@ func (x *EventLogEntry) GetEndpointIds() []string {
 	return nil
 }
 
+// FanoutContinuation is the part of an event's fan-out that did not fit in
+// the routing transaction that decided it: the router writes it back to the
+// event's own partition of sluice.events, in the same transaction, and
+// routes it later. It is authenticated (header sluice-auth), so only the
+// router's own continuations are honoured.
+type FanoutContinuation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SchemaVersion uint32                 `protobuf:"varint,1,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// The event, as decoded when its fan-out was decided.
+	Event *Event `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// The endpoints still to receive a delivery, in the order the router
+	// produces them (sorted by id).
+	EndpointIds   []string `protobuf:"bytes,3,rep,name=endpoint_ids,json=endpointIds,proto3" json:"endpoint_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanoutContinuation) Reset() {
+	*x = FanoutContinuation{}
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanoutContinuation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanoutContinuation) ProtoMessage() {}
+
+func (x *FanoutContinuation) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_event_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanoutContinuation.ProtoReflect.Descriptor instead.
+func (*FanoutContinuation) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_event_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FanoutContinuation) GetSchemaVersion() uint32 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *FanoutContinuation) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *FanoutContinuation) GetEndpointIds() []string {
+	if x != nil {
+		return x.EndpointIds
+	}
+	return nil
+}
+
 var File_sluice_v1_event_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_event_proto_rawDesc = "" +
@@ -314,7 +382,11 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x0ereceived_at_ms\x18\x06 \x01(\x03R\freceivedAtMs\x12.\n" +
 	"\x06source\x18\a \x01(\x0e2\x16.sluice.v1.EventSourceR\x06source\x12!\n" +
 	"\ffanout_count\x18\b \x01(\rR\vfanoutCount\x12!\n" +
-	"\fendpoint_ids\x18\t \x03(\tR\vendpointIds*s\n" +
+	"\fendpoint_ids\x18\t \x03(\tR\vendpointIds\"\x86\x01\n" +
+	"\x12FanoutContinuation\x12%\n" +
+	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12&\n" +
+	"\x05event\x18\x02 \x01(\v2\x10.sluice.v1.EventR\x05event\x12!\n" +
+	"\fendpoint_ids\x18\x03 \x03(\tR\vendpointIds*s\n" +
 	"\vEventSource\x12\x1c\n" +
 	"\x18EVENT_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11EVENT_SOURCE_HTTP\x10\x01\x12\x16\n" +
@@ -334,20 +406,22 @@ func file_sluice_v1_event_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_sluice_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_sluice_v1_event_proto_goTypes = []any{
-	(EventSource)(0),      // 0: sluice.v1.EventSource
-	(*Event)(nil),         // 1: sluice.v1.Event
-	(*EventLogEntry)(nil), // 2: sluice.v1.EventLogEntry
+	(EventSource)(0),           // 0: sluice.v1.EventSource
+	(*Event)(nil),              // 1: sluice.v1.Event
+	(*EventLogEntry)(nil),      // 2: sluice.v1.EventLogEntry
+	(*FanoutContinuation)(nil), // 3: sluice.v1.FanoutContinuation
 }
 var file_sluice_v1_event_proto_depIdxs = []int32{
 	0, // 0: sluice.v1.Event.source:type_name -> sluice.v1.EventSource
 	0, // 1: sluice.v1.EventLogEntry.source:type_name -> sluice.v1.EventSource
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1, // 2: sluice.v1.FanoutContinuation.event:type_name -> sluice.v1.Event
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_event_proto_init() }
@@ -361,7 +435,7 @@ func file_sluice_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_event_proto_rawDesc), len(file_sluice_v1_event_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
