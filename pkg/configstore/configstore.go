@@ -33,6 +33,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 )
 
@@ -78,6 +79,10 @@ type Store struct {
 	// write that landed from an identical one another writer made.
 	pending        int64
 	pendingApplied bool
+	// waiters count callers waiting for the view to reach an offset: the
+	// work the follower owes (health).
+	waiters int
+	stage   *health.Stage
 
 	writeMu sync.Mutex
 }
@@ -135,6 +140,12 @@ func Open(ctx context.Context, kcfg kafkax.Config, topic string, log *slog.Logge
 // Close releases the Kafka client. Run must have returned.
 func (s *Store) Close() { s.cl.Close() }
 
+// ReportTo makes Run report to stage (package health): waiting until the
+// view has caught up, then running; it owes work while a caller waits for
+// the view to reach a write (read-your-writes, Sync) and progresses with
+// every record applied. Call it before Run.
+func (s *Store) ReportTo(stage *health.Stage) { s.stage = stage }
+
 // Subscribe returns a snapshot of every object and registers fn to be
 // called, in log order and under the store's lock, for every write applied
 // after that snapshot — atomically, so an index built from the snapshot and
@@ -154,12 +165,20 @@ func (s *Store) Subscribe(fn func(Change)) map[string]*sluicev1.ConfigRecord {
 
 // Run applies records until ctx is done.
 func (s *Store) Run(ctx context.Context) error {
+	stage := s.stage
+	if stage == nil {
+		stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("config")
+	}
+	stage.Waiting("catching up with the config topic")
+	defer stage.Stopped("config follower stopped")
 	for {
-		fetches := s.cl.PollFetches(ctx)
+		pctx, cancel := kafkax.PollContext(ctx)
+		fetches := s.cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			return nil
 		}
-		fetches.EachError(func(t string, p int32, err error) {
+		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			s.log.Warn("reading config topic", "topic", t, "partition", p, "err", err)
 		})
 		s.mu.Lock()
@@ -173,7 +192,16 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 		close(s.changed)
 		s.changed = make(chan struct{})
+		caughtUp, waiters := s.next > s.openSync, s.waiters
 		s.mu.Unlock()
+		if fetches.NumRecords() > 0 {
+			stage.Progress()
+		}
+		if caughtUp {
+			stage.Running()
+		}
+		stage.Owe(waiters)
+		stage.Beat()
 	}
 }
 
@@ -486,6 +514,14 @@ func (s *Store) Sync(ctx context.Context) error {
 }
 
 func (s *Store) waitSeen(ctx context.Context, offset int64) error {
+	s.mu.Lock()
+	s.waiters++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.waiters--
+		s.mu.Unlock()
+	}()
 	for {
 		s.mu.RLock()
 		seen := s.next > offset

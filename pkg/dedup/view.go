@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 )
 
@@ -56,7 +57,13 @@ type View struct {
 	// it once a record at or after end-1 was read.
 	ends     map[int32]int64
 	caughtUp chan struct{}
+	stage    *health.Stage
 }
+
+// ReportTo makes Run report to stage (package health): waiting until the
+// View has caught up, then running, progressing with every marker read.
+// Call it before Run.
+func (v *View) ReportTo(stage *health.Stage) { v.stage = stage }
 
 // NewView builds a View of the changelog topic, reading every partition from
 // its start. It lists each partition's bounds now: Ready and WaitCaughtUp
@@ -122,18 +129,33 @@ func partitionEnds(ctx context.Context, adm *kadm.Client, topic string) (map[int
 // logged and retried by the client: a View that cannot read only answers
 // "not seen" more often, which the router makes harmless.
 func (v *View) Run(ctx context.Context) error {
+	stage := v.stage
+	if stage == nil {
+		stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("dedup-view")
+	}
+	stage.Waiting("catching up with the dedup changelog")
+	defer stage.Stopped("dedup view stopped")
 	for {
-		fetches := v.cl.PollFetches(ctx)
+		pctx, cancel := kafkax.PollContext(ctx)
+		fetches := v.cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			return nil
 		}
-		fetches.EachError(func(t string, p int32, err error) {
+		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			v.log.Warn("reading the dedup changelog", "topic", t, "partition", p, "err", err)
 		})
 		now := time.Now().UnixMilli()
 		v.mu.Lock()
 		fetches.EachRecord(func(r *kgo.Record) { v.applyLocked(r, now) })
 		v.mu.Unlock()
+		if fetches.NumRecords() > 0 {
+			stage.Progress()
+		}
+		if v.Ready(ctx) == nil {
+			stage.Running()
+		}
+		stage.Beat()
 	}
 }
 

@@ -148,9 +148,9 @@ func TestLogwriterClickHouseOutageLosesNothing(t *testing.T) {
 	k := testenv.NewKafka(t)
 	ch := testenv.NewClickHouse(t)
 	db := ch.Config.Database
-	proxy := newTCPProxy(t, ch.Config.Addrs[0])
+	proxy := testenv.NewProxy(t, ch.Config.Addrs[0])
 	vars := baseEnv(k, ch, k.Prefix+"logwriter")
-	vars["SLUICE_CLICKHOUSE_ADDRS"] = proxy.addr()
+	vars["SLUICE_CLICKHOUSE_ADDRS"] = proxy.Addr()
 	// Small batches, so one held batch (1,000 rows, ~1 MiB decoded) is
 	// far below what 30 s of load would take if the writer read on.
 	vars["SLUICE_BATCH_ROWS"] = "1000"
@@ -160,7 +160,7 @@ func TestLogwriterClickHouseOutageLosesNothing(t *testing.T) {
 	}
 	p := newProducer(t, k)
 	lw := start(t, cfg)
-	t.Cleanup(func() { proxy.setCut(false) }) // before lw stops, should the test fail while cut
+	t.Cleanup(func() { proxy.SetCut(false) }) // before lw stops, should the test fail while cut
 
 	now := time.Now().UTC()
 	load := startLoad(p, k, "o", now)
@@ -180,7 +180,7 @@ func TestLogwriterClickHouseOutageLosesNothing(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 
-	proxy.setCut(true)
+	proxy.SetCut(true)
 	cutAt := time.Now()
 	t.Logf("ClickHouse cut for %v", outage)
 	// An insert sent just before the cut may still land; after a second
@@ -197,7 +197,7 @@ func TestLogwriterClickHouseOutageLosesNothing(t *testing.T) {
 	if after := count(t, ch, countRaw); after != before {
 		t.Fatalf("%d rows reached ClickHouse while it was cut: the proxy did not cut", after-before)
 	}
-	proxy.setCut(false)
+	proxy.SetCut(false)
 	t.Logf("restored after %v; heap in use %.1f MiB at the cut, peak %.1f MiB during it",
 		time.Since(cutAt).Round(time.Second), mib(base), mib(peak))
 	// 30 s of load is ~33,000 records: a writer that read on while its

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/service"
@@ -13,7 +15,9 @@ import (
 )
 
 // Run runs the logwriter until ctx is cancelled, then inserts what it holds,
-// commits and returns.
+// commits and returns. ClickHouse and Kafka that are down at start are
+// waited for (the "logwriter" stage says what it waits for), never a reason
+// to exit.
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -21,20 +25,30 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := rt.Names
+	stage := rt.Stage("logwriter")
 
-	conn, err := clickhousex.Open(ctx, cfg.ClickHouse)
-	if err != nil {
-		return err
+	var conn driver.Conn
+	if err := service.Await(ctx, stage, rt.Log, "clickhouse", func(ctx context.Context) error {
+		c, err := clickhousex.Open(ctx, cfg.ClickHouse)
+		if err != nil {
+			return err
+		}
+		applied, err := schema.Migrate(ctx, c, cfg.ClickHouse.Database)
+		if err != nil {
+			c.Close()
+			return fmt.Errorf("migrating the ClickHouse schema: %w", err)
+		}
+		rt.Log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied)
+		conn = c
+		return nil
+	}); err != nil {
+		return nil // stopped while waiting
 	}
 	defer conn.Close()
-	applied, err := schema.Migrate(ctx, conn, cfg.ClickHouse.Database)
-	if err != nil {
-		return fmt.Errorf("migrating the ClickHouse schema: %w", err)
-	}
-	rt.Log.Info("schema ready", "database", cfg.ClickHouse.Database, "applied", applied)
-
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Attempts, names.EventLog); err != nil {
-		return err
+	if err := service.Await(ctx, stage, rt.Log, "kafka topics", func(ctx context.Context) error {
+		return service.RequireTopics(ctx, cfg.Kafka, names.Attempts, names.EventLog)
+	}); err != nil {
+		return nil
 	}
 	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog})
 	if err != nil {
@@ -46,6 +60,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	w.stage = stage
 	// The tables of migration 0001, both PARTITION BY day.
 	ret, err := retention.New(conn, cfg.ClickHouse.Database, []string{"attempts", "events"}, cfg.RetentionDays,
 		rt.Log, rt.Metrics.Meter("sluice/logwriter"))

@@ -10,6 +10,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sluicehq/sluice/pkg/health"
+	"github.com/sluicehq/sluice/pkg/kafkax"
 )
 
 // table is one destination table and how its records become rows.
@@ -32,6 +35,9 @@ type writer struct {
 	tables    map[string]*table // by topic
 	batchRows int
 	batchWait time.Duration
+	// stage is reported to: it owes the records of the batch it holds and
+	// progresses with every insert (package health).
+	stage *health.Stage
 
 	pending  []*kgo.Record
 	firstAt  time.Time
@@ -44,6 +50,7 @@ func newWriter(conn driver.Conn, db string, cl *kgo.Client, log *slog.Logger, m 
 	attemptsTopic, eventLogTopic string, batchRows int, batchWait time.Duration) (*writer, error) {
 	w := &writer{
 		conn: conn, db: db, cl: cl, log: log, batchRows: batchRows, batchWait: batchWait,
+		stage: health.NewRegistry(health.DefaultStuckAfter, nil).Stage("logwriter"),
 		tables: map[string]*table{
 			attemptsTopic: {name: "attempts", columns: attemptColumns, decode: attemptRow},
 			eventLogTopic: {name: "events", columns: eventColumns, decode: eventRow},
@@ -68,19 +75,24 @@ func newWriter(conn driver.Conn, db string, cl *kgo.Client, log *slog.Logger, m 
 // run consumes until ctx is done, then inserts what it holds and commits on
 // shutdownCtx.
 func (w *writer) run(ctx context.Context, shutdownCtx func() (context.Context, context.CancelFunc)) error {
+	w.stage.Running()
+	defer w.stage.Stopped("logwriter stopped")
 	for ctx.Err() == nil {
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		w.stage.Beat()
+		pollCtx, cancel := kafkax.PollContext(ctx)
 		if len(w.pending) > 0 {
+			cancel()
 			pollCtx, cancel = context.WithDeadline(ctx, w.firstAt.Add(w.batchWait))
 		}
 		fetches := w.cl.PollRecords(pollCtx, w.batchRows-len(w.pending))
 		cancel()
-		fetches.EachError(func(t string, p int32, err error) {
-			if ctx.Err() == nil && pollCtx.Err() == nil {
+		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
+			if ctx.Err() == nil {
 				w.log.Warn("fetching", "topic", t, "partition", p, "err", err)
 			}
 		})
 		fetches.EachRecord(w.add)
+		w.stage.Owe(len(w.pending))
 		if len(w.pending) >= w.batchRows || (len(w.pending) > 0 && time.Since(w.firstAt) >= w.batchWait) {
 			if err := w.flush(ctx); err != nil {
 				break // ctx is done; the batch is retried on the shutdown context
@@ -142,6 +154,7 @@ func (w *writer) flush(ctx context.Context) error {
 				break
 			}
 			w.failures.Add(ctx, 1, metric.WithAttributes(attribute.String("table", t.name)))
+			w.stage.Beat() // retrying, not wedged
 			w.log.Warn("inserting into ClickHouse failed; retrying", "table", t.name, "rows", len(t.rows),
 				"backoff", backoff, "err", err)
 			select {
@@ -156,6 +169,8 @@ func (w *writer) flush(ctx context.Context) error {
 	}
 	w.cl.MarkCommitRecords(w.pending...)
 	w.pending = w.pending[:0]
+	w.stage.Owe(0)
+	w.stage.Progress()
 	w.flushDur.Record(ctx, time.Since(start).Seconds())
 	return nil
 }
