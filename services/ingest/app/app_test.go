@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/ingest/api"
 	"github.com/sluicehq/sluice/services/ingest/app"
 )
@@ -228,31 +228,69 @@ func TestRunServesAndStops(t *testing.T) {
 	}
 }
 
-func TestRunNamesMissingTopics(t *testing.T) {
+// TestRunWaitsForMissingTopics: an ingest started before its topics exist
+// (the topics job has not run yet) stays up, alive and not ready, naming
+// the missing topics; once they are created it becomes ready by itself.
+func TestRunWaitsForMissingTopics(t *testing.T) {
 	k := testenv.NewKafka(t)
 	prefix := k.Prefix + "absent."
+	ops := testenv.FreeAddr(t)
 	cfg, err := app.LoadConfig(nil, lookup(map[string]string{
 		"SLUICE_KAFKA_BROKERS": strings.Join(k.Config.Brokers, ","),
 		"SLUICE_TOPIC_PREFIX":  prefix,
 		"SLUICE_API_ADDR":      "127.0.0.1:0",
-		"SLUICE_OPS_ADDR":      "127.0.0.1:0",
+		"SLUICE_OPS_ADDR":      ops,
 		"SLUICE_LOG_LEVEL":     "warn",
+		"SLUICE_ROUTER_GROUP":  prefix + "router",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = app.Run(ctx, cfg)
-	if !errors.Is(err, kafkax.ErrTopicsMissing) {
-		t.Fatalf("Run = %v, want ErrTopicsMissing", err)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
+
+	testenv.WaitProbe(t, ops, "/readyz", 503, "waiting: kafka topics", 30*time.Second)
+	_, body := testenv.Probe(ops, "/readyz")
 	for _, topic := range []string{prefix + "events", prefix + "config"} {
-		if !strings.Contains(err.Error(), topic) {
-			t.Errorf("error %q does not name the missing topic %s", err, topic)
+		if !strings.Contains(body, topic) {
+			t.Errorf("readyz %s does not name the missing topic %s", body, topic)
 		}
 	}
-	if ctx.Err() != nil {
-		t.Fatal("Run returned only when its context ran out")
+	if code, body := testenv.Probe(ops, "/healthz"); code != 200 {
+		t.Fatalf("healthz while waiting for topics = %d %s", code, body)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned while its topics were missing: %v", err)
+	default:
+	}
+
+	names := topics.NewNames(prefix)
+	t.Cleanup(func() { _ = kafkax.DeleteTopics(context.Background(), k.Admin, names.All()...) })
+	cctx, ccancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer ccancel()
+	if err := kafkax.EnsureTopics(cctx, k.Admin, topics.Specs(names, topics.Partitions{
+		Events: 2, Deliveries: 2, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}, 1)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitProbe(t, ops, "/readyz", 200, "ready", 90*time.Second)
+
+	stopped = true
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v after cancel, want nil", err)
+		}
+	case <-time.After(cfg.ShutdownBudget()):
+		t.Fatalf("Run did not return within %v of cancel", cfg.ShutdownBudget())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/configstore"
 	"github.com/sluicehq/sluice/pkg/dedup"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
@@ -24,7 +25,9 @@ import (
 )
 
 // Run serves the API until ctx is cancelled, then lets requests in flight
-// finish (up to the shutdown timeout) and returns.
+// finish (up to the shutdown timeout) and returns. Kafka that is down, or
+// topics not created yet, are waited for at start (the stages say what they
+// wait for on /readyz), never a reason to exit.
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -32,15 +35,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := rt.Names
-
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Dead); err != nil {
-		return err
+	// Every stage this process runs is registered now, so /readyz lists
+	// them all from the first probe.
+	cfgStage, viewStage, apiStage := rt.Stage("config"), rt.Stage("dedup-view"), rt.Stage("api")
+	var routerStage *health.Stage
+	if cfg.Router.Enabled {
+		routerStage = rt.Stage("router")
 	}
-	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 
 	box, err := secretbox.New(cfg.Secrets)
 	if err != nil {
@@ -52,10 +53,41 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.AdminKey == "" {
 		rt.Log.Warn("no admin key configured: the tenant and API-key routes answer 401")
 	}
-	events, view, producer, err := startEvents(ctx, cfg, names, rt)
+	// Bound now, so a taken port fails at once rather than after Kafka is
+	// up; served once the stages below are built.
+	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
-		return err
+		return fmt.Errorf("listening for the API on %s: %w", cfg.APIAddr, err)
 	}
+	defer ln.Close()
+
+	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
+		return service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Dead)
+	}); err != nil {
+		return nil // stopped while waiting
+	}
+	var store *configstore.Store
+	if err := service.Await(ctx, cfgStage, rt.Log, "config topic", func(ctx context.Context) (err error) {
+		store, err = configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
+		return err
+	}); err != nil {
+		return nil
+	}
+	defer store.Close()
+	store.ReportTo(cfgStage)
+
+	var (
+		events   api.EventsOptions
+		view     *dedup.View
+		producer *kgo.Client
+	)
+	if err := service.Await(ctx, viewStage, rt.Log, "dedup changelog", func(ctx context.Context) (err error) {
+		events, view, producer, err = startEvents(ctx, cfg, names, rt)
+		return err
+	}); err != nil {
+		return nil
+	}
+	view.ReportTo(viewStage)
 	// Closed after rt.Run has returned, so after the API's last request:
 	// a request still waiting for its acknowledgement then gets an error
 	// (503), never a hang.
@@ -79,10 +111,6 @@ func Run(ctx context.Context, cfg Config) error {
 			Dead: api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}},
 	}, rt.Log).Handler()
 
-	ln, err := net.Listen("tcp", cfg.APIAddr)
-	if err != nil {
-		return fmt.Errorf("listening for the API on %s: %w", cfg.APIAddr, err)
-	}
 	srv := &fasthttp.Server{
 		Handler:            handler,
 		ErrorHandler:       api.ErrorHandler,
@@ -95,16 +123,10 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:      fasthttpLogger{rt},
 	}
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return store.Ping(ctx) })
-	rt.Ops.AddCheck("config", store.Ready)
-	rt.Ops.AddCheck("dedup", view.Ready)
 
 	workers := []func(context.Context) error{store.Run, view.Run}
 	if cfg.Router.Enabled {
-		route, err := startRouter(ctx, cfg, names, store, rt)
-		if err != nil {
-			return err
-		}
-		workers = append(workers, route)
+		workers = append(workers, routerWorker(cfg, names, store, rt, routerStage, box.RecordKey()))
 	}
 
 	rt.Log.Info("started", "api", ln.Addr().String(), "ops", rt.Ops.Addr(), "router", cfg.Router.Enabled)
@@ -112,14 +134,28 @@ func Run(ctx context.Context, cfg Config) error {
 		func(ctx context.Context) error {
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
-			select {
-			case err := <-errc:
-				return fmt.Errorf("serving the API: %w", err)
-			case <-ctx.Done():
+			apiStage.Running()
+			// The server's own goroutines are fasthttp's; the stage only
+			// says it serves.
+			defer apiStage.Stopped("api stopped")
+			beat := time.NewTicker(kafkax.PollWait)
+			defer beat.Stop()
+			for {
+				select {
+				case err := <-errc:
+					return fmt.Errorf("serving the API: %w", err)
+				case <-beat.C:
+					apiStage.Beat()
+					continue
+				case <-ctx.Done():
+				}
+				break
 			}
 			sctx, cancel := rt.ShutdownContext(ctx)
 			defer cancel()
-			return srv.ShutdownWithContext(sctx)
+			err := srv.ShutdownWithContext(sctx)
+			<-errc
+			return err
 		})...)
 	rt.Log.Info("stopped", "err", err)
 	return err
@@ -185,38 +221,41 @@ func partitions(ctx context.Context, kcfg kafkax.Config, topic string) (int, err
 	return len(td[topic].Partitions), nil
 }
 
-// startRouter checks the router's topics and returns its worker. The worker
-// routes only once the config view has caught up: an event routed against a
-// partial view would miss endpoints that exist.
-func startRouter(ctx context.Context, cfg Config, names topics.Names, store *configstore.Store,
-	rt *service.Runtime) (func(context.Context) error, error) {
-	if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.EventsRejected, names.Deliveries,
-		names.Dead, names.EventLog, names.Dedup); err != nil {
-		return nil, err
-	}
-	if err := samePartitions(ctx, cfg.Kafka, names.Events, names.Dedup); err != nil {
-		return nil, err
-	}
-	ix := router.NewIndex(func(id string, err error) {
-		rt.Log.Error("endpoint with invalid filters matches nothing", "endpoint", id, "err", err)
-	})
-	ix.Load(store.Subscribe(ix.Apply))
-	r, err := router.New(router.Options{
-		Kafka: cfg.Kafka, Names: names, Group: cfg.Router.Group,
-		Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes},
-		DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
-		MaxBatch: cfg.Router.MaxBatch, Meter: rt.Metrics.Meter("sluice/router"),
-	}, ix, rt.Log.With("component", "router"))
-	if err != nil {
-		return nil, err
-	}
+// routerWorker returns the router's worker. It waits for the router's
+// topics, then routes only once the config view has caught up: an event
+// routed against a partial view would miss endpoints that exist.
+func routerWorker(cfg Config, names topics.Names, store *configstore.Store, rt *service.Runtime,
+	stage *health.Stage, recordKey []byte) func(context.Context) error {
 	return func(ctx context.Context) error {
-		defer r.Close()
+		if err := service.Await(ctx, stage, rt.Log, "router topics", func(ctx context.Context) error {
+			if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.EventsRejected, names.Deliveries,
+				names.Dead, names.EventLog, names.Dedup); err != nil {
+				return err
+			}
+			return samePartitions(ctx, cfg.Kafka, names.Events, names.Dedup)
+		}); err != nil {
+			return nil // stopped while waiting
+		}
+		stage.Waiting("waiting for the config view to catch up")
 		if err := store.WaitCaughtUp(ctx); err != nil {
 			return nil // stopped during start-up
 		}
+		ix := router.NewIndex(func(id string, err error) {
+			rt.Log.Error("endpoint with invalid filters matches nothing", "endpoint", id, "err", err)
+		})
+		ix.Load(store.Subscribe(ix.Apply))
+		r, err := router.New(router.Options{
+			Kafka: cfg.Kafka, Names: names, Group: cfg.Router.Group,
+			Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes, AuthKey: recordKey},
+			DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
+			MaxBatch: cfg.Router.MaxBatch, Meter: rt.Metrics.Meter("sluice/router"), Stage: stage,
+		}, ix, rt.Log.With("component", "router"))
+		if err != nil {
+			return err
+		}
+		defer r.Close()
 		return r.Run(ctx)
-	}, nil
+	}
 }
 
 // samePartitions refuses to route when the dedup topic and the events topic

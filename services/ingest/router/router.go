@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/dedup"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/topics"
@@ -38,7 +42,33 @@ type Options struct {
 	MaxBatch int
 	// Meter records the router's metrics; nil records none.
 	Meter metric.Meter
+	// Stage is reported to (package health); nil reports nowhere.
+	Stage *health.Stage
+	// RebuildTimeout bounds one attempt at rebuilding a partition's dedup
+	// state; zero means DefaultRebuildTimeout.
+	RebuildTimeout time.Duration
+	// rebuild replaces dedup.Rebuild in tests that make it fail.
+	rebuild func(ctx context.Context, partition int32) (*dedup.Set, int, error)
 }
+
+// DefaultRebuildTimeout bounds one rebuild attempt: it reads the dedup
+// window of one changelog partition and may wait out a transaction the
+// previous owner left open (aborted by the broker after the 20 s
+// transaction timeout); two minutes covers both with room.
+const DefaultRebuildTimeout = 2 * time.Minute
+
+// Rebuilds of different partitions run side by side, at most this many: a
+// rebalance hands a new member several partitions at once, and each
+// rebuild is mostly waiting on the broker.
+const maxParallelRebuilds = 4
+
+// Retries of a failed rebuild back off from 250 ms, doubling, to 30 s:
+// quick when a broker restart was the cause, gentle on a broker that keeps
+// failing.
+const (
+	rebuildBackoffMin = 250 * time.Millisecond
+	rebuildBackoffMax = 30 * time.Second
+)
 
 // Router fans events out to deliveries, one Kafka transaction per batch:
 // the deliveries, the event-log entries, the rejected copies, the dedup
@@ -50,16 +80,37 @@ type Router struct {
 	index *Index
 	log   *slog.Logger
 	sess  *kgo.GroupTransactSession
+	stage *health.Stage
 
 	mu    sync.Mutex
-	seen  map[int32]*dedup.Set // per assigned events partition
+	parts map[int32]*partition // assigned events partitions
 	stats Stats
+	// wake tells the rebuilder that a partition needs its dedup state.
+	wake chan struct{}
 
-	txnTime  metric.Float64Histogram
-	txnSize  metric.Int64Histogram
-	outcomes metric.Int64Counter
-	commit   metric.MeasurementOption
-	abort    metric.MeasurementOption
+	txnTime         metric.Float64Histogram
+	txnSize         metric.Int64Histogram
+	outcomes        metric.Int64Counter
+	rebuildFailures metric.Int64Counter
+	commit          metric.MeasurementOption
+	abort           metric.MeasurementOption
+}
+
+// partition is the router's state of one assigned events partition. Its
+// records are not fetched (the partition is paused) until set is rebuilt:
+// an event routed without the ids seen before it could be fanned out twice.
+type partition struct {
+	n   int32
+	set *dedup.Set // nil until rebuilt
+	// rebuilding is set while a rebuild runs; cancel stops it when the
+	// partition is revoked meanwhile.
+	rebuilding bool
+	cancel     context.CancelFunc
+	// failures counts the rebuilds that failed in a row; the next is not
+	// tried before retryAt.
+	failures int
+	retryAt  time.Time
+	lastErr  error
 }
 
 // Stats count what the router did, for tests and metrics.
@@ -69,7 +120,19 @@ type Stats struct {
 
 // New builds a router over index. Run starts it.
 func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
-	r := &Router{opts: opts, index: index, log: log, seen: map[int32]*dedup.Set{}}
+	r := &Router{opts: opts, index: index, log: log, parts: map[int32]*partition{}, wake: make(chan struct{}, 1),
+		stage: opts.Stage}
+	if r.stage == nil {
+		r.stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("router")
+	}
+	if r.opts.RebuildTimeout <= 0 {
+		r.opts.RebuildTimeout = DefaultRebuildTimeout
+	}
+	if r.opts.rebuild == nil {
+		r.opts.rebuild = func(ctx context.Context, p int32) (*dedup.Set, int, error) {
+			return dedup.Rebuild(ctx, opts.Kafka, opts.Names.Dedup, p, opts.DedupWindow, opts.DedupMaxEntries)
+		}
+	}
 	if err := r.instruments(opts.Meter); err != nil {
 		return nil, err
 	}
@@ -109,42 +172,169 @@ func (r *Router) instruments(m metric.Meter) error {
 		metric.WithDescription("routing transactions by result (committed, aborted)")); err != nil {
 		return err
 	}
+	if r.rebuildFailures, err = m.Int64Counter("sluice.router.dedup.rebuild.failures",
+		metric.WithDescription("attempts at rebuilding a partition's dedup state that failed and will be retried")); err != nil {
+		return err
+	}
 	r.commit = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "committed")))
 	r.abort = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "aborted")))
 	return nil
 }
 
-// assigned rebuilds the dedup state of newly assigned partitions before any
-// of their records is fetched.
-func (r *Router) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	for _, p := range assigned[r.opts.Names.Events] {
-		// A rebuild waits for a transaction still open on the partition
-		// (the previous owner's last batch), which the broker aborts after
-		// the 20 s transaction timeout; a minute covers that and the read.
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		set, n, err := dedup.Rebuild(rctx, r.opts.Kafka, r.opts.Names.Dedup, p, r.opts.DedupWindow, r.opts.DedupMaxEntries)
-		cancel()
-		if err != nil {
-			// Without its dedup state the partition must not be processed:
-			// leaving the group makes another member (or this one, after a
-			// rejoin) try again.
-			r.log.Error("rebuilding dedup state; leaving the group to retry", "partition", p, "err", err)
-			r.sess.Client().LeaveGroup()
-			return
+// assigned takes newly assigned partitions: it pauses them and hands their
+// dedup rebuild to the rebuilder. Nothing here waits on the broker: a
+// franz-go group callback that blocks holds up the group, and one that
+// calls back into the group (LeaveGroup) deadlocks it.
+func (r *Router) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {
+	ps := assigned[r.opts.Names.Events]
+	if len(ps) == 0 {
+		return
+	}
+	// Paused before its first fetch: buffered records of a paused
+	// partition are never returned, and are fetched again on resume.
+	cl.PauseFetchPartitions(map[string][]int32{r.opts.Names.Events: ps})
+	r.mu.Lock()
+	for _, p := range ps {
+		if old := r.parts[p]; old != nil && old.cancel != nil {
+			old.cancel()
 		}
-		r.mu.Lock()
-		r.seen[p] = set
-		r.mu.Unlock()
-		r.log.Info("dedup state rebuilt", "partition", p, "markers", n, "ids", set.Len())
+		r.parts[p] = &partition{n: p}
+	}
+	r.reportLocked()
+	r.mu.Unlock()
+	r.kick()
+}
+
+func (r *Router) dropped(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
+	ps := lost[r.opts.Names.Events]
+	r.mu.Lock()
+	for _, p := range ps {
+		if st := r.parts[p]; st != nil && st.cancel != nil {
+			st.cancel()
+		}
+		delete(r.parts, p)
+	}
+	r.reportLocked()
+	r.mu.Unlock()
+	// Not ours any more: no pause should outlive the assignment.
+	cl.ResumeFetchPartitions(map[string][]int32{r.opts.Names.Events: ps})
+}
+
+// kick wakes the rebuilder without blocking.
+func (r *Router) kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
-func (r *Router) dropped(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+// rebuilder rebuilds the dedup state of every assigned partition that lacks
+// it, at most maxParallelRebuilds at once, retrying failures with backoff
+// until the partition is revoked or ctx ends. It returns once ctx has
+// ended and every rebuild it started has returned.
+func (r *Router) rebuilder(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var start []*partition
+		next := time.Duration(-1)
+		now := time.Now()
+		r.mu.Lock()
+		running := 0
+		for _, st := range r.parts {
+			if st.rebuilding {
+				running++
+			}
+		}
+		for _, st := range r.parts {
+			if st.set != nil || st.rebuilding {
+				continue
+			}
+			if wait := st.retryAt.Sub(now); wait > 0 {
+				if next < 0 || wait < next {
+					next = wait
+				}
+				continue
+			}
+			if running+len(start) < maxParallelRebuilds {
+				pctx, cancel := context.WithTimeout(ctx, r.opts.RebuildTimeout)
+				st.rebuilding, st.cancel = true, cancel
+				start = append(start, st)
+				wg.Go(func() { r.rebuildOne(pctx, cancel, st) })
+			}
+		}
+		r.mu.Unlock()
+		if next >= 0 {
+			timer.Reset(next)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// rebuildOne rebuilds st's dedup state and, if st is still assigned, resumes
+// fetching it; a failure is logged, counted, and retried later.
+func (r *Router) rebuildOne(ctx context.Context, cancel context.CancelFunc, st *partition) {
+	defer r.kick()
+	defer cancel()
+	began := time.Now()
+	set, n, err := r.opts.rebuild(ctx, st.n)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range lost[r.opts.Names.Events] {
-		delete(r.seen, p)
+	st.rebuilding, st.cancel = false, nil
+	if r.parts[st.n] != st {
+		return // revoked meanwhile; a later assignment starts afresh
 	}
+	if err != nil {
+		st.failures++
+		st.lastErr = err
+		backoff := min(rebuildBackoffMin<<min(st.failures-1, 16), rebuildBackoffMax)
+		backoff = backoff/2 + rand.N(backoff/2+1)
+		st.retryAt = time.Now().Add(backoff)
+		r.rebuildFailures.Add(context.WithoutCancel(ctx), 1)
+		r.log.Warn("rebuilding dedup state failed; the partition stays paused and the rebuild is retried",
+			"partition", st.n, "failures", st.failures, "retry_in", backoff.Round(time.Millisecond), "err", err)
+		r.reportLocked()
+		return
+	}
+	st.set, st.failures, st.lastErr = set, 0, nil
+	r.sess.Client().ResumeFetchPartitions(map[string][]int32{r.opts.Names.Events: {st.n}})
+	r.stage.Progress()
+	r.reportLocked()
+	r.log.Info("dedup state rebuilt", "partition", st.n, "markers", n, "ids", set.Len(),
+		"took", time.Since(began).Round(time.Millisecond))
+}
+
+// reportLocked tells the stage how the partitions stand: partitions without
+// dedup state are owed work, and a partition whose rebuild keeps failing
+// makes the router waiting (not ready), naming the cause.
+func (r *Router) reportLocked() {
+	owed := 0
+	var failing []string
+	var lastErr error
+	for _, st := range r.parts {
+		if st.set == nil {
+			owed++
+			if st.failures > 0 {
+				failing = append(failing, fmt.Sprint(st.n))
+				lastErr = st.lastErr
+			}
+		}
+	}
+	r.stage.Owe(owed)
+	if len(failing) > 0 {
+		sort.Strings(failing)
+		r.stage.Waiting(fmt.Sprintf("dedup state of events partition(s) %s cannot be rebuilt, retrying: %v",
+			strings.Join(failing, ","), lastErr))
+		return
+	}
+	r.stage.Running()
 }
 
 // Stats returns the counters so far.
@@ -158,15 +348,38 @@ func (r *Router) Stats() Stats {
 func (r *Router) Close() { r.sess.Close() }
 
 // Run routes until ctx is done; the batch in flight is then aborted (its
-// records are consumed again by whoever owns the partition next).
+// records are consumed again by whoever owns the partition next). Run waits
+// for the rebuilds it started before it returns.
 func (r *Router) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.rebuilder(ctx) })
+	r.mu.Lock()
+	r.reportLocked()
+	r.mu.Unlock()
+	defer r.stage.Stopped("router stopped")
+
 	var matches []*sluicev1.Endpoint
+	// Aborts in a row back off: a record that keeps failing must not turn
+	// the loop into a hot retry against the broker.
+	aborts := 0
 	for {
-		fetches := r.sess.PollRecords(ctx, r.opts.MaxBatch)
+		if aborts > 0 {
+			wait := min(100*time.Millisecond<<min(aborts-1, 8), 5*time.Second)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		r.stage.Beat()
+		pctx, cancel := kafkax.PollContext(ctx)
+		fetches := r.sess.PollRecords(pctx, r.opts.MaxBatch)
+		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			return nil
 		}
-		fetches.EachError(func(t string, p int32, err error) {
+		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			r.log.Warn("fetching events", "topic", t, "partition", p, "err", err)
 		})
 		if fetches.NumRecords() == 0 {
@@ -174,12 +387,26 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		began := time.Now()
 		if err := r.sess.Begin(); err != nil {
-			return fmt.Errorf("beginning a routing transaction: %w", err)
+			// Nothing was produced; aborting rewinds the session to the
+			// committed offsets, so the polled records are read again.
+			r.log.Warn("beginning a routing transaction; its records will be read again", "err", err)
+			if _, err := r.sess.End(ctx, kgo.TryAbort); err != nil && ctx.Err() == nil {
+				r.log.Warn("aborting after a failed begin", "err", err)
+			}
+			aborts++
+			continue
 		}
-		b := batch{added: map[int32][][]byte{}}
-		fetches.EachRecord(func(rec *kgo.Record) { matches = r.route(ctx, rec, &b, matches[:0]) })
+		b := &batch{added: map[int32][][]byte{}}
+		fetches.EachRecord(func(rec *kgo.Record) { matches = r.route(ctx, rec, b, matches[:0]) })
+		// Every record's promise has run once the flush returns: a record
+		// the client failed (too large, a partition that does not exist)
+		// must abort the transaction, or End would commit the consumed
+		// offsets with the records that did succeed.
+		if err := r.sess.Client().Flush(ctx); err != nil && ctx.Err() == nil {
+			b.fail(fmt.Errorf("flushing the batch: %w", err))
+		}
 		end := kgo.TryCommit
-		if b.failed {
+		if b.failed() {
 			end = kgo.TryAbort
 		}
 		committed, err := r.sess.End(ctx, end)
@@ -187,17 +414,20 @@ func (r *Router) Run(ctx context.Context) error {
 		r.txnSize.Record(ctx, int64(fetches.NumRecords()))
 		if committed {
 			r.outcomes.Add(ctx, 1, r.commit)
+			r.stage.Progress()
+			aborts = 0
 		} else {
 			r.outcomes.Add(ctx, 1, r.abort)
+			aborts++
 		}
 		r.mu.Lock()
 		if committed {
 			// Only now are the batch's ids remembered: an aborted batch is
 			// consumed again and must not find its own ids already seen.
 			for p, keys := range b.added {
-				if set := r.seen[p]; set != nil {
+				if st := r.parts[p]; st != nil && st.set != nil {
 					for _, k := range keys {
-						set.Add(k, b.at)
+						st.set.Add(k, b.at)
 					}
 				}
 			}
@@ -210,7 +440,11 @@ func (r *Router) Run(ctx context.Context) error {
 			r.stats.Aborted++
 		}
 		r.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case b.failed():
+			r.log.Warn("routing transaction aborted; its records will be routed again", "err", b.err)
+		case err != nil:
 			r.log.Warn("routing transaction failed; its records will be routed again", "err", err)
 		}
 	}
@@ -221,8 +455,31 @@ type batch struct {
 	at                                               time.Time
 	added                                            map[int32][][]byte
 	events, deliveries, parked, rejected, duplicates int64
-	// failed aborts the transaction: a record could not be built.
-	failed bool
+
+	// mu guards err: produce promises run on the client's goroutines.
+	mu sync.Mutex
+	// err aborts the transaction: a record could not be built or produced,
+	// or an event's partition has no dedup state.
+	err error
+}
+
+func (b *batch) fail(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.err = errors.Join(b.err, err)
+}
+
+func (b *batch) failed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err != nil
+}
+
+// promise fails the batch when its record could not be produced.
+func (b *batch) promise(rec *kgo.Record, err error) {
+	if err != nil {
+		b.fail(fmt.Errorf("producing to %s: %w", rec.Topic, err))
+	}
 }
 
 func (b *batch) pending(p int32, key []byte) bool {
@@ -246,15 +503,24 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 		if errors.As(err, &rej) {
 			reason = rej.Reason
 		}
-		r.sess.Produce(ctx, eventrecord.Rejected(r.opts.Names.EventsRejected, rec, reason), nil)
+		r.sess.Produce(ctx, eventrecord.Rejected(r.opts.Names.EventsRejected, rec, reason), b.promise)
 		b.rejected++
 		return matches
 	}
 	key := eventrecord.Key(ev.TenantId, ev.EventId)
 	r.mu.Lock()
-	set := r.seen[rec.Partition]
+	var set *dedup.Set
+	if st := r.parts[rec.Partition]; st != nil {
+		set = st.set
+	}
 	dup := set != nil && set.Seen(key, b.at)
 	r.mu.Unlock()
+	if set == nil {
+		// Paused until rebuilt, so only a record polled just before a
+		// revoke lands here; never route without the ids seen before it.
+		b.fail(fmt.Errorf("events partition %d has no dedup state yet", rec.Partition))
+		return matches
+	}
 	if dup || b.pending(rec.Partition, key) {
 		b.duplicates++
 		return matches
@@ -285,20 +551,19 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 		r.produce(ctx, b, topic, ep.Id, d)
 	}
 	r.produce(ctx, b, r.opts.Names.EventLog, ev.EventId, entry)
-	r.sess.Produce(ctx, dedup.Marker(r.opts.Names.Dedup, rec.Partition, key, b.at), nil)
+	r.sess.Produce(ctx, dedup.Marker(r.opts.Names.Dedup, rec.Partition, key, b.at), b.promise)
 	return matches
 }
 
 // produce adds one protobuf record to the transaction. A record that
-// cannot be encoded aborts the batch (a produce error aborts it at End).
+// cannot be encoded or produced aborts the batch.
 func (r *Router) produce(ctx context.Context, b *batch, topic, key string, m proto.Message) {
 	v, err := proto.Marshal(m)
 	if err != nil {
-		r.log.Error("encoding a record; aborting the batch", "topic", topic, "err", err)
-		b.failed = true
+		b.fail(fmt.Errorf("encoding a record for %s: %w", topic, err))
 		return
 	}
-	r.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}, nil)
+	r.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}, b.promise)
 }
 
 // deliveryID is stable for an (event, endpoint) pair, so a batch routed

@@ -33,7 +33,7 @@ func startRouter(t testing.TB, k *testenv.Kafka, store *configstore.Store, group
 	ix := router.NewIndex(nil)
 	ix.Load(store.Subscribe(ix.Apply))
 	r, err := router.New(router.Options{
-		Kafka: k.Config, Names: k.Names, Group: group, Limits: eventrecord.Limits{},
+		Kafka: k.Config, Names: k.Names, Group: group, Limits: eventrecord.Limits{AuthKey: testKey},
 		DedupWindow: 24 * time.Hour, DedupMaxEntries: 1000, MaxBatch: 100,
 	}, ix, quiet)
 	if err != nil {
@@ -93,6 +93,22 @@ func event(topic, tenant, typ, id, data string) *kgo.Record {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: eventrecord.HeaderID, Value: []byte(id)})
 	}
 	return r
+}
+
+// testKey is the record key of the tests' routers and system events.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+// produceManual produces recs to the partitions they name.
+func produceManual(t testing.TB, k *testenv.Kafka, recs ...*kgo.Record) {
+	t.Helper()
+	p, err := kafkax.NewProducer(k.Config, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func produce(t testing.TB, k *testenv.Kafka, recs ...*kgo.Record) {

@@ -18,7 +18,9 @@ import (
 )
 
 // Run runs the sender until ctx is cancelled, then finishes the requests
-// in flight, commits and returns.
+// in flight, commits and returns. Kafka that is down, or topics not created
+// yet, are waited for at start (the stages say so on /readyz), never a
+// reason to exit.
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -26,6 +28,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
 	names := rt.Names
+	cfgStage, dispatchStage := rt.Stage("config"), rt.Stage("dispatcher")
 
 	box, err := secretbox.New(cfg.Secrets)
 	if err != nil {
@@ -39,14 +42,20 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	need := append([]string{names.Deliveries, names.Dead, names.Attempts, names.Config, names.Events}, names.Retry...)
-	if err := service.RequireTopics(ctx, cfg.Kafka, need...); err != nil {
-		return err
+	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
+		return service.RequireTopics(ctx, cfg.Kafka, need...)
+	}); err != nil {
+		return nil // stopped while waiting
 	}
-	store, err := configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
-	if err != nil {
+	var store *configstore.Store
+	if err := service.Await(ctx, cfgStage, rt.Log, "config topic", func(ctx context.Context) (err error) {
+		store, err = configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
 		return err
+	}); err != nil {
+		return nil
 	}
 	defer store.Close()
+	store.ReportTo(cfgStage)
 	producer, err := kafkax.NewProducer(cfg.Kafka,
 		// The bound on records waiting for Kafka: attempt records are
 		// produced asynchronously, and when the log lags by this many, new
@@ -81,19 +90,21 @@ func Run(ctx context.Context, cfg Config) error {
 		Breaker: retry.BreakerConfig{Window: cfg.Circuit.Window, MinAttempts: cfg.Circuit.MinAttempts,
 			FailureRatio: float64(cfg.CircuitFailurePercent) / 100, OpenFor: cfg.Circuit.OpenFor},
 		DisableAfter: cfg.DisableAfter,
+		Stage:        dispatchStage,
+		RecordKey:    box.RecordKey(),
 	}, store, dv, producer, rt.Log, rt.Metrics.Meter("sluice/sender"))
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return kafkax.Ping(ctx, d.Consumer()) })
-	rt.Ops.AddCheck("config", store.Ready)
 
 	rt.Log.Info("started", "ops", rt.Ops.Addr(), "group", cfg.Group, "egress_allow", cfg.EgressAllow)
 	err = rt.Run(ctx,
 		store.Run,
 		func(ctx context.Context) error {
 			// Deliveries wait for the endpoints they name to be known.
+			dispatchStage.Waiting("waiting for the config view to catch up")
 			if err := store.WaitCaughtUp(ctx); err != nil {
 				return nil // cancelled during start-up
 			}

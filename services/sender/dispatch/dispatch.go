@@ -32,6 +32,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/sender/retry"
@@ -88,6 +89,13 @@ type Options struct {
 	// Rand returns uniform numbers in [0, 1) for jitter; nil means
 	// math/rand/v2.
 	Rand func() float64
+	// RecordKey authenticates the operational events the dispatcher emits
+	// (secretbox.Box.RecordKey), so the router tells them from a producer's.
+	RecordKey []byte
+	// Stage is reported to (package health): the dispatcher owes the jobs it
+	// has taken and not finished, and progresses with every finished one.
+	// nil reports nowhere.
+	Stage *health.Stage
 }
 
 // jobOverhead approximates the memory of a held delivery beyond its encoded
@@ -117,6 +125,7 @@ type Dispatcher struct {
 	ready    []*queue        // queues waiting for a process-wide request slot
 	running  int             // requests in flight, process-wide
 	buffered int64           // bytes of jobs taken and not finished or dropped
+	jobs     int             // jobs taken and not finished or dropped (health)
 	paused   bool            // fetching paused for memory
 	unknown  []*job          // jobs whose endpoint the view does not know yet
 	writing  map[string]bool // endpoints with a configuration write under way
@@ -227,6 +236,9 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 	if d.opts.Rand == nil {
 		d.opts.Rand = rand.Float64
 	}
+	if d.opts.Stage == nil {
+		d.opts.Stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("dispatcher")
+	}
 	d.topics = append([]string{opts.Names.Deliveries}, opts.Names.Retry...)
 	if err := d.m.init(meter, d); err != nil {
 		return nil, err
@@ -261,15 +273,21 @@ func (d *Dispatcher) Close() { d.consumer.Close() }
 // and returns.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	cl := d.consumer
+	stage := d.opts.Stage
+	stage.Running()
+	defer stage.Stopped("dispatcher stopped")
 	var wg sync.WaitGroup
 	wg.Go(func() { d.sweep(ctx) })
 	wg.Go(func() { d.resolve(ctx) })
 	for {
-		fetches := cl.PollRecords(ctx, d.opts.PollRecords)
+		stage.Beat()
+		pctx, cancel := kafkax.PollContext(ctx)
+		fetches := cl.PollRecords(pctx, d.opts.PollRecords)
+		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			break
 		}
-		fetches.EachError(func(t string, p int32, err error) {
+		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			d.log.Warn("fetching deliveries", "topic", t, "partition", p, "err", err)
 		})
 		d.locked(func() {
@@ -283,6 +301,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				}
 			})
 			d.checkMemory()
+			stage.Owe(d.jobs)
 		})
 		cl.AllowRebalance()
 	}
@@ -324,6 +343,7 @@ func (d *Dispatcher) take(p *partition, r *kgo.Record) {
 	j := &job{p: p, offset: r.Offset, size: int64(len(r.Value)) + jobOverhead}
 	j.acks.Store(1)
 	d.buffered += j.size
+	d.jobs++
 	d.stats.Taken++
 	dl := &sluicev1.Delivery{}
 	if err := proto.Unmarshal(r.Value, dl); err != nil || dl.SchemaVersion != sluicev1.SchemaVersion || dl.EndpointId == "" {
@@ -676,6 +696,9 @@ func (d *Dispatcher) finish(j *job) {
 		p.active--
 	}
 	d.buffered -= j.size
+	d.jobs--
+	d.opts.Stage.Progress()
+	d.opts.Stage.Owe(d.jobs)
 	p.wm.finish(j.offset)
 	if !p.revoked {
 		if c := p.wm.commit(); c > p.marked {
@@ -787,6 +810,7 @@ func (d *Dispatcher) dropJobs(p *partition) {
 		for _, j := range jobs {
 			if j.p == p {
 				d.buffered -= j.size
+				d.jobs--
 				d.stats.Dropped++
 				continue
 			}
@@ -809,8 +833,10 @@ func (d *Dispatcher) dropJobs(p *partition) {
 	d.unknown = keep(d.unknown)
 	for _, j := range p.held {
 		d.buffered -= j.size
+		d.jobs--
 		d.stats.Dropped++
 	}
+	d.opts.Stage.Owe(d.jobs)
 	p.held = nil
 	if p.heldTimer != nil {
 		p.heldTimer.Stop()

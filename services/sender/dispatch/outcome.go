@@ -233,7 +233,7 @@ func (d *Dispatcher) opEvent(tenant, eventType string, data map[string]any) *kgo
 	if err != nil {
 		panic(fmt.Sprintf("dispatch: encoding %s: %v", eventType, err)) // maps of strings and numbers always encode
 	}
-	rec, err := eventrecord.FromSystem(d.opts.Names.Events, tenant, eventType, b)
+	rec, err := eventrecord.FromSystem(d.opts.Names.Events, tenant, eventType, b, d.opts.RecordKey)
 	if err != nil { // an endpoint without a valid tenant: nobody to tell
 		d.log.Error("not emitting an operational event", "type", eventType, "err", err)
 		return nil

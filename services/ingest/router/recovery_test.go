@@ -1,0 +1,188 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
+	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/dedup"
+	"github.com/sluicehq/sluice/pkg/eventrecord"
+	"github.com/sluicehq/sluice/pkg/health"
+	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/pkg/topics"
+	"github.com/sluicehq/sluice/services/ingest/router"
+)
+
+// runRouter runs a router built from opts over the store until the test
+// ends (or stop), reporting to a stage of the returned registry.
+func runRouter(t testing.TB, store *configstore.Store, opts router.Options) (*router.Router, *health.Registry, func() time.Duration) {
+	t.Helper()
+	reg := health.NewRegistry(time.Minute, nil)
+	opts.Stage = reg.Stage("router")
+	ix := router.NewIndex(nil)
+	ix.Load(store.Subscribe(ix.Apply))
+	r, err := router.New(opts, ix, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	var once sync.Once
+	var took time.Duration
+	stop := func() time.Duration {
+		once.Do(func() {
+			began := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("router: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("router did not stop within 30 s of cancel")
+			}
+			took = time.Since(began)
+			r.Close()
+		})
+		return took
+	}
+	t.Cleanup(func() { stop() })
+	return r, reg, stop
+}
+
+func routerOptions(k *testenv.Kafka, group string) router.Options {
+	return router.Options{
+		Kafka: k.Config, Names: k.Names, Group: group, Limits: eventrecord.Limits{AuthKey: testKey},
+		DedupWindow: 24 * time.Hour, DedupMaxEntries: 1000, MaxBatch: 100,
+	}
+}
+
+// onPartition puts a record on an explicit partition (the producer below
+// partitions manually).
+func onPartition(r *kgo.Record, p int32) *kgo.Record { r.Partition = p; return r }
+
+// waitFor polls cond until it holds, failing after within.
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	began := time.Now()
+	deadline := began.Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s after %v", what, time.Since(began).Round(time.Millisecond))
+}
+
+// TestRouterRecoversWhenDedupRebuildFails is the wedge an operator saw
+// after a broker restart: the rebuild of a partition's dedup state failed
+// once ("listing start offsets: … connection refused"), the router left
+// the group from inside its assignment callback and routed nothing more,
+// /readyz stayed ready and SIGTERM did not stop it. Now the failing
+// partition stays paused and is retried with backoff, the others route,
+// the stage is not ready while it fails and says why, and everything
+// routes once the rebuild succeeds; stopping takes moments.
+func TestRouterRecoversWhenDedupRebuildFails(t *testing.T) {
+	k := testenv.NewKafka(t, testenv.WithPartitions(topics.Partitions{
+		Events: 2, Deliveries: 2, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}))
+	store := openStore(t, k)
+	putEndpoint(t, store, &sluicev1.Endpoint{Id: "ep_all", TenantId: "ten_a"})
+
+	var mu sync.Mutex
+	fail := true
+	failures := 0
+	opts := routerOptions(k, k.Prefix+"router")
+	router.SetRebuild(&opts, func(ctx context.Context, p int32) (*dedup.Set, int, error) {
+		mu.Lock()
+		failing := fail && p == 0
+		if failing {
+			failures++
+		}
+		mu.Unlock()
+		if failing {
+			return nil, 0, errors.New("listing start offsets: dial tcp 127.0.0.1:19092: connect: connection refused")
+		}
+		return dedup.Rebuild(ctx, k.Config, k.Names.Dedup, p, 24*time.Hour, 1000)
+	})
+	r, reg, stop := runRouter(t, store, opts)
+
+	produceManual(t, k,
+		onPartition(event(k.Names.Events, "ten_a", "order.created", "evt_p0", `{}`), 0),
+		onPartition(event(k.Names.Events, "ten_a", "order.created", "evt_p1", `{}`), 1))
+	waitFor(t, 30*time.Second, "the healthy partition routes", func() bool { return r.Stats().Events == 1 })
+	waitFor(t, 30*time.Second, "the stage says the rebuild fails", func() bool {
+		err := reg.Ready()
+		return err != nil && strings.Contains(err.Error(), "partition(s) 0 cannot be rebuilt") &&
+			strings.Contains(err.Error(), "connection refused")
+	})
+	if err := reg.Live(); err != nil {
+		t.Fatalf("a router retrying its rebuild counts as stuck: %v", err)
+	}
+	waitFor(t, 30*time.Second, "the failing rebuild is retried", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failures >= 3
+	})
+	mu.Lock()
+	fail = false // the broker is back
+	mu.Unlock()
+	waitFor(t, 60*time.Second, "the event of the recovered partition routes", func() bool { return r.Stats().Events == 2 })
+	if err := reg.Ready(); err != nil {
+		t.Fatalf("after the rebuild succeeded: %v", err)
+	}
+	if got := deliveries(t, k.Read(t, k.Names.Deliveries, 2)); strings.Join(got, " ") != "evt_p0→ep_all evt_p1→ep_all" {
+		t.Fatalf("deliveries %v", got)
+	}
+	if took := stop(); took > 10*time.Second {
+		t.Fatalf("stopping took %v", took)
+	}
+}
+
+// TestBadMarkerHoldsOnlyItsPartition (review C1): a changelog record that is
+// not a marker makes its partition's rebuild fail. The router stays live,
+// routes the other partition, reports the partition it cannot serve, and
+// serves it once the bad record is deleted: nothing is lost or routed
+// without its dedup state.
+func TestBadMarkerHoldsOnlyItsPartition(t *testing.T) {
+	k := testenv.NewKafka(t, testenv.WithPartitions(topics.Partitions{
+		Events: 2, Deliveries: 2, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}))
+	store := openStore(t, k)
+	putEndpoint(t, store, &sluicev1.Endpoint{Id: "ep_all", TenantId: "ten_a"})
+	bad := onPartition(&kgo.Record{Topic: k.Names.Dedup, Key: []byte("ten_a/x"), Value: []byte{1, 2, 3}}, 0)
+	produceManual(t, k, bad)
+
+	opts := routerOptions(k, k.Prefix+"router")
+	r, reg, _ := runRouter(t, store, opts)
+	produceManual(t, k,
+		onPartition(event(k.Names.Events, "ten_a", "order.created", "evt_p0", `{}`), 0),
+		onPartition(event(k.Names.Events, "ten_a", "order.created", "evt_p1", `{}`), 1))
+	waitFor(t, 30*time.Second, "the healthy partition routes", func() bool { return r.Stats().Events == 1 })
+	waitFor(t, 30*time.Second, "the stage names the partition", func() bool {
+		err := reg.Ready()
+		return err != nil && strings.Contains(err.Error(), "not a marker")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := k.Admin.DeleteRecords(ctx, kadm.Offsets{k.Names.Dedup: {0: {Topic: k.Names.Dedup, Partition: 0, At: bad.Offset + 1}}})
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatalf("deleting the bad marker: %v", err)
+	}
+	waitFor(t, 90*time.Second, "the partition routes once the bad record is gone", func() bool { return r.Stats().Events == 2 })
+	if err := reg.Ready(); err != nil {
+		t.Fatalf("after the bad record went: %v", err)
+	}
+}
