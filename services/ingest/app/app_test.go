@@ -64,6 +64,13 @@ func TestLoadConfigValidation(t *testing.T) {
 		{desc: "events buffer of 1 GiB", env: map[string]string{"SLUICE_EVENTS_BUFFER_BYTES": "1073741824"}},
 		{desc: "events batch of 0", env: map[string]string{"SLUICE_EVENTS_MAX_BATCH": "0"},
 			want: "events-max-batch must be from 1 to 10000, got 0"},
+		{desc: "the largest routable event", env: map[string]string{"SLUICE_MAX_EVENT_BYTES": "583628"}},
+		{desc: "an event too large for its records to be produced", env: map[string]string{"SLUICE_MAX_EVENT_BYTES": "583629"},
+			want: "max-event-bytes must be from 1024 to 583628 (what a record can hold beside 10000 endpoint ids), got 583629"},
+		{desc: "the old limit of 1 MiB minus headers", env: map[string]string{"SLUICE_MAX_EVENT_BYTES": "1044480"},
+			want: "max-event-bytes"},
+		{desc: "a transaction budget below two records", env: map[string]string{"SLUICE_ROUTER_TXN_BYTES": "1000000"},
+			want: "router-txn-bytes must be from 2000024 to 268435456, got 1000000"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			_, err := app.LoadConfig(nil, lookup(tc.env))

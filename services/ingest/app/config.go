@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/ingest/router"
 )
 
 // Name is the service name in logs and metrics.
@@ -71,6 +72,9 @@ type RouterConfig struct {
 	DedupMaxEntries int
 	// MaxBatch bounds the events of one transaction.
 	MaxBatch int
+	// TxnBytes bounds the bytes one routing transaction produces; a larger
+	// fan-out is split across transactions (router.Options.TxnBytes).
+	TxnBytes int
 }
 
 // LoadConfig reads flags and SLUICE_* variables and validates the result.
@@ -102,6 +106,8 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Router.DedupMaxEntries, "dedup-max-entries", 500000,
 		"event ids remembered per events partition (about 54 bytes each)")
 	l.Int(&c.Router.MaxBatch, "router-max-batch", 500, "events routed in one Kafka transaction at most")
+	l.Int(&c.Router.TxnBytes, "router-txn-bytes", router.DefaultTxnBytes,
+		"bytes one routing transaction produces at most; a larger fan-out continues in the next transaction")
 	l.Int(&c.Events.BufferBytes, "events-buffer-bytes", 64<<20,
 		"event bytes the API buffers for Kafka at most; beyond it requests get 503 with Retry-After")
 	l.Int(&c.Events.MaxBatch, "events-max-batch", 500, "events in one POST /v1/events/batch at most")
@@ -132,10 +138,19 @@ func (c Config) Validate() error {
 	if r.Group == "" {
 		errs = append(errs, errors.New("router-group must not be empty"))
 	}
-	// 1 MiB is the broker's default largest message; an event must fit in
-	// one record with its headers.
-	if r.MaxEventBytes < 1<<10 || r.MaxEventBytes > 1<<20-4<<10 {
-		errs = append(errs, fmt.Errorf("max-event-bytes must be from 1024 to 1044480, got %d", r.MaxEventBytes))
+	// Every record the router makes from an event must fit the producer's
+	// 1,000,012-byte record limit, the event-log entry naming up to 10,000
+	// endpoints beside the data included (router.MaxDataBytes); a larger
+	// event could never be routed.
+	if r.MaxEventBytes < 1<<10 || r.MaxEventBytes > router.MaxDataBytes {
+		errs = append(errs, fmt.Errorf("max-event-bytes must be from 1024 to %d (what a record can hold beside %d endpoint ids), got %d",
+			router.MaxDataBytes, router.MaxFanoutIDs, r.MaxEventBytes))
+	}
+	// At least two of the largest records, so a split fan-out still makes
+	// progress; at most 256 MiB, which a broker writes well inside the
+	// 20 s transaction timeout only when it is idle.
+	if r.TxnBytes < 2*router.MaxRecordBytes || r.TxnBytes > 256<<20 {
+		errs = append(errs, fmt.Errorf("router-txn-bytes must be from %d to 268435456, got %d", 2*router.MaxRecordBytes, r.TxnBytes))
 	}
 	// The dedup topic keeps markers 7 days.
 	if r.DedupWindow < time.Minute || r.DedupWindow > 7*24*time.Hour {

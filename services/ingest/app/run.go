@@ -248,7 +248,7 @@ func routerWorker(cfg Config, names topics.Names, store *configstore.Store, rt *
 			Kafka: cfg.Kafka, Names: names, Group: cfg.Router.Group,
 			Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes, AuthKey: recordKey},
 			DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
-			MaxBatch: cfg.Router.MaxBatch, Meter: rt.Metrics.Meter("sluice/router"), Stage: stage,
+			MaxBatch: cfg.Router.MaxBatch, TxnBytes: cfg.Router.TxnBytes, Meter: rt.Metrics.Meter("sluice/router"), Stage: stage,
 		}, ix, rt.Log.With("component", "router"))
 		if err != nil {
 			return err

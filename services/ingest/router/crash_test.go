@@ -16,6 +16,7 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/pkg/configstore"
+	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/kafkax"
 	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/pkg/topics"
@@ -49,7 +50,7 @@ func runChild() error {
 	}
 	ix := router.NewIndex(nil)
 	ix.Load(store.Subscribe(ix.Apply))
-	r, err := router.New(router.Options{Kafka: kcfg, Names: names, Group: os.Getenv("ROUTER_GROUP"),
+	r, err := router.New(router.Options{Kafka: kcfg, Names: names, Group: os.Getenv("ROUTER_GROUP"), Limits: eventrecord.Limits{AuthKey: testKey},
 		DedupWindow: time.Hour, DedupMaxEntries: 100000, MaxBatch: 50}, ix, quiet)
 	if err != nil {
 		return err

@@ -85,9 +85,12 @@ func (ix *Index) putLocked(e *sluicev1.Endpoint) {
 	en := &entry{endpoint: e}
 	var wildFilters []string
 	for _, f := range e.EventTypes {
-		if strings.Contains(f, "*") {
+		switch {
+		case strings.Contains(f, "*"):
 			wildFilters = append(wildFilters, f)
-		} else {
+		case !slices.Contains(en.exact, f):
+			// A filter listed twice must not match twice: that would be
+			// two deliveries with one delivery id.
 			en.exact = append(en.exact, f)
 		}
 	}
@@ -163,6 +166,22 @@ func (ix *Index) Match(dst []*sluicev1.Endpoint, tenant, eventType string) []*sl
 	found := dst[start:]
 	slices.SortFunc(found, func(a, b *sluicev1.Endpoint) int { return strings.Compare(a.Id, b.Id) })
 	return dst
+}
+
+// Endpoint returns the indexed endpoint with id. It is shared: do not
+// modify it.
+func (ix *Index) Endpoint(id string) (*sluicev1.Endpoint, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	t := ix.tenants[ix.owner[id]]
+	if t == nil {
+		return nil, false
+	}
+	en := t.byID[id]
+	if en == nil {
+		return nil, false
+	}
+	return en.endpoint, true
 }
 
 // Len is the number of endpoints indexed.

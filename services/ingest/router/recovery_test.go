@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
@@ -184,5 +185,45 @@ func TestBadMarkerHoldsOnlyItsPartition(t *testing.T) {
 	waitFor(t, 90*time.Second, "the partition routes once the bad record is gone", func() bool { return r.Stats().Events == 2 })
 	if err := reg.Ready(); err != nil {
 		t.Fatalf("after the bad record went: %v", err)
+	}
+}
+
+// TestOnlySluiceEmitsOperationalEvents (issue 11 §3.9, review B3): a Kafka
+// producer's sluice.* event is rejected with the reason, and never reaches
+// an endpoint subscribed to sluice.*; Sluice's own (authenticated) one does.
+func TestOnlySluiceEmitsOperationalEvents(t *testing.T) {
+	k := testenv.NewKafka(t, testenv.WithPartitions(topics.Partitions{
+		Events: 1, Deliveries: 1, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}))
+	store := openStore(t, k)
+	putEndpoint(t, store, &sluicev1.Endpoint{Id: "ep_ops", TenantId: "ten_a", EventTypes: []string{"sluice.*"}})
+	r, _, _ := runRouter(t, store, routerOptions(k, k.Prefix+"router"))
+
+	own, err := eventrecord.FromSystem(k.Names.Events, "ten_a", "sluice.endpoint.disabled", []byte(`{"endpoint_id":"ep_x"}`), testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce(t, k,
+		event(k.Names.Events, "ten_a", "sluice.endpoint.disabled", "evt_forged", `{"endpoint_id":"ep_x"}`),
+		own)
+	waitFor(t, 30*time.Second, "both records decided", func() bool { s := r.Stats(); return s.Events+s.Rejected == 2 })
+	if s := r.Stats(); s.Events != 1 || s.Rejected != 1 || s.Deliveries != 1 {
+		t.Fatalf("stats %+v; want the forged event rejected and Sluice's own delivered", s)
+	}
+	var own1 sluicev1.Event
+	if err := proto.Unmarshal(own.Value, &own1); err != nil {
+		t.Fatal(err)
+	}
+	if got := deliveries(t, k.Read(t, k.Names.Deliveries, 1)); len(got) != 1 || got[0] != own1.EventId+"→ep_ops" {
+		t.Fatalf("deliveries %v, want only Sluice's own event", got)
+	}
+	rej := k.Read(t, k.Names.EventsRejected, 1)
+	var reason string
+	for _, h := range rej[0].Headers {
+		if h.Key == eventrecord.HeaderReason {
+			reason = string(h.Value)
+		}
+	}
+	if !strings.Contains(reason, "reserved for Sluice's own operational events") {
+		t.Fatalf("reject reason %q", reason)
 	}
 }

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -38,8 +40,15 @@ type Options struct {
 	DedupWindow time.Duration
 	// DedupMaxEntries bounds the ids remembered per events partition.
 	DedupMaxEntries int
-	// MaxBatch bounds the records of one transaction.
+	// MaxBatch bounds the events of one transaction.
 	MaxBatch int
+	// TxnBytes bounds the bytes a transaction produces: an event whose
+	// fan-out would take it past this is split, the rest of its fan-out
+	// carried by a continuation record routed in a later transaction.
+	// Zero means DefaultTxnBytes.
+	TxnBytes int
+	// TransactionTimeout overrides kafkax's (20 s), for tests.
+	TransactionTimeout time.Duration
 	// Meter records the router's metrics; nil records none.
 	Meter metric.Meter
 	// Stage is reported to (package health); nil reports nowhere.
@@ -50,6 +59,41 @@ type Options struct {
 	// rebuild replaces dedup.Rebuild in tests that make it fail.
 	rebuild func(ctx context.Context, partition int32) (*dedup.Set, int, error)
 }
+
+// DefaultTxnBytes bounds what one routing transaction produces: 16 MiB
+// takes well under a second to write on a loaded broker, far inside the
+// 20 s transaction timeout, and holds the client's buffer to that much
+// whatever a tenant's fan-out.
+const DefaultTxnBytes = 16 << 20
+
+// MaxRecordBytes is the largest record the router produces: franz-go's
+// default producer batch limit (1,000,012 bytes), below the broker's
+// default message.max.bytes (1,048,588), so no topic needs its limit
+// raised.
+const MaxRecordBytes = 1_000_012
+
+// MaxFanoutIDs bounds the endpoint ids one event-log entry or continuation
+// carries: the API's hard upper bound on a tenant's endpoints.
+const MaxFanoutIDs = 10_000
+
+// The router's records beyond the event's data: an endpoint id costs at
+// most 40 bytes in a list (ids are 29 today, plus protobuf framing), and
+// 16 KiB covers every other field (tenant, event id, type, headers).
+const (
+	fanoutIDBytes  = 40
+	recordOverhead = 16 << 10
+)
+
+// MaxDataBytes is the largest event data the router can route: its largest
+// record, an event-log entry or a continuation naming MaxFanoutIDs
+// endpoints beside the data, must fit in MaxRecordBytes, or a produce
+// would fail and the transaction abort forever. 583,628 bytes.
+const MaxDataBytes = MaxRecordBytes - MaxFanoutIDs*fanoutIDBytes - recordOverhead
+
+// pollChunk is how many records one poll inside a transaction takes: the
+// transaction takes more only while under TxnBytes, so a chunk is the most
+// a transaction can overshoot by (32 events of a few records each).
+const pollChunk = 32
 
 // DefaultRebuildTimeout bounds one rebuild attempt: it reads the dedup
 // window of one changelog partition and may wait out a transaction the
@@ -85,6 +129,16 @@ type Router struct {
 	mu    sync.Mutex
 	parts map[int32]*partition // assigned events partitions
 	stats Stats
+	// poison holds the records whose fan-out the client or broker refused
+	// as too large, by partition and offset, with the error: routed again,
+	// they are rejected with that reason rather than abort forever.
+	poison map[int32]map[int64]string
+	// suspects are the records of an aborted transaction whose fan-out
+	// failed as too large. The broker refuses a whole produce batch, which
+	// may hold other events' records too, so a suspect is not yet known to
+	// be poison: until none is left, transactions take one event each, and
+	// one that still fails alone is poison.
+	suspects map[int32]map[int64]string
 	// wake tells the rebuilder that a partition needs its dedup state.
 	wake chan struct{}
 
@@ -113,15 +167,26 @@ type partition struct {
 	lastErr  error
 }
 
-// Stats count what the router did, for tests and metrics.
+// Stats count what the router did, for tests and metrics. Continued counts
+// the continuation records written for fan-outs split across transactions.
 type Stats struct {
-	Events, Deliveries, Parked, Rejected, Duplicates, Aborted int64
+	Events, Deliveries, Parked, Rejected, Duplicates, Aborted, Continued int64
 }
 
 // New builds a router over index. Run starts it.
 func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
+	if d := opts.Limits.MaxDataBytes; d > MaxDataBytes {
+		return nil, fmt.Errorf("router: events of up to %d bytes cannot be routed: with %d endpoint ids beside it an "+
+			"event-log entry would exceed the %d-byte record limit; the most is %d", d, MaxFanoutIDs, MaxRecordBytes, MaxDataBytes)
+	}
+	if len(opts.Limits.AuthKey) == 0 {
+		return nil, errors.New("router: no record key (secretbox.Box.RecordKey): continuations and operational events could not be authenticated")
+	}
+	if opts.TxnBytes <= 0 {
+		opts.TxnBytes = DefaultTxnBytes
+	}
 	r := &Router{opts: opts, index: index, log: log, parts: map[int32]*partition{}, wake: make(chan struct{}, 1),
-		stage: opts.Stage}
+		stage: opts.Stage, poison: map[int32]map[int64]string{}, suspects: map[int32]map[int64]string{}}
 	if r.stage == nil {
 		r.stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("router")
 	}
@@ -137,14 +202,19 @@ func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 		return nil, err
 	}
 	txnID := opts.Names.Events + ".router." + ids.New("r")
-	sess, err := kafkax.NewTransactSession(opts.Kafka, txnID, opts.Group, []string{opts.Names.Events},
-		// Dedup markers go to the partition number of their event, set
-		// explicitly; every other record is partitioned by key.
-		kgo.RecordPartitioner(dedup.Partitioner(opts.Names.Dedup)),
+	extra := []kgo.Opt{
+		// Dedup markers and continuations go to the partition number of
+		// their event, set explicitly; every other record is partitioned
+		// by key.
+		kgo.RecordPartitioner(explicitPartitions(dedup.Partitioner(opts.Names.Dedup), opts.Names.Events)),
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.dropped),
 		kgo.OnPartitionsLost(r.dropped),
-	)
+	}
+	if opts.TransactionTimeout > 0 {
+		extra = append(extra, kgo.TransactionTimeout(opts.TransactionTimeout))
+	}
+	sess, err := kafkax.NewTransactSession(opts.Kafka, txnID, opts.Group, []string{opts.Names.Events}, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +283,8 @@ func (r *Router) dropped(_ context.Context, cl *kgo.Client, lost map[string][]in
 			st.cancel()
 		}
 		delete(r.parts, p)
+		delete(r.poison, p)
+		delete(r.suspects, p)
 	}
 	r.reportLocked()
 	r.mu.Unlock()
@@ -373,8 +445,14 @@ func (r *Router) Run(ctx context.Context) error {
 			}
 		}
 		r.stage.Beat()
+		r.mu.Lock()
+		maxBatch := r.opts.MaxBatch
+		if len(r.suspects) > 0 {
+			maxBatch = 1 // one event per transaction until the suspects are decided
+		}
+		r.mu.Unlock()
 		pctx, cancel := kafkax.PollContext(ctx)
-		fetches := r.sess.PollRecords(pctx, r.opts.MaxBatch)
+		fetches := r.sess.PollRecords(pctx, min(pollChunk, maxBatch))
 		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			return nil
@@ -397,7 +475,22 @@ func (r *Router) Run(ctx context.Context) error {
 			continue
 		}
 		b := &batch{added: map[int32][][]byte{}}
-		fetches.EachRecord(func(rec *kgo.Record) { matches = r.route(ctx, rec, b, matches[:0]) })
+		polled := 0
+		for {
+			polled += fetches.NumRecords()
+			fetches.EachRecord(func(rec *kgo.Record) { matches = r.route(ctx, rec, b, matches[:0]) })
+			if b.bytes >= r.opts.TxnBytes || polled >= maxBatch || b.failed() {
+				break
+			}
+			// More of what the client has buffered, without waiting for
+			// the broker: a transaction takes what is there.
+			more, cancel := context.WithTimeout(ctx, time.Millisecond)
+			fetches = r.sess.PollRecords(more, min(pollChunk, maxBatch-polled))
+			cancel()
+			if fetches.NumRecords() == 0 {
+				break
+			}
+		}
 		// Every record's promise has run once the flush returns: a record
 		// the client failed (too large, a partition that does not exist)
 		// must abort the transaction, or End would commit the consumed
@@ -411,7 +504,7 @@ func (r *Router) Run(ctx context.Context) error {
 		}
 		committed, err := r.sess.End(ctx, end)
 		r.txnTime.Record(ctx, time.Since(began).Seconds())
-		r.txnSize.Record(ctx, int64(fetches.NumRecords()))
+		r.txnSize.Record(ctx, int64(polled))
 		if committed {
 			r.outcomes.Add(ctx, 1, r.commit)
 			r.stage.Progress()
@@ -436,8 +529,35 @@ func (r *Router) Run(ctx context.Context) error {
 			r.stats.Parked += b.parked
 			r.stats.Rejected += b.rejected
 			r.stats.Duplicates += b.duplicates
+			r.stats.Continued += b.continued
+			for p, offs := range b.rejectedPoison {
+				for _, o := range offs {
+					delete(r.poison[p], o)
+				}
+			}
+			for p, offs := range b.routed {
+				for _, o := range offs {
+					forget(r.suspects, p, o)
+				}
+			}
 		} else {
 			r.stats.Aborted++
+			// Alone in its transaction, a record that fails for its size
+			// is poison; among others it is a suspect.
+			single := polled == 1
+			for p, offs := range b.tooLarge {
+				if r.parts[p] == nil {
+					continue
+				}
+				for o, reason := range offs {
+					if single {
+						forget(r.suspects, p, o)
+						remember(r.poison, p, o, reason)
+					} else {
+						remember(r.suspects, p, o, reason)
+					}
+				}
+			}
 		}
 		r.mu.Unlock()
 		switch {
@@ -452,9 +572,22 @@ func (r *Router) Run(ctx context.Context) error {
 
 // batch is what one transaction produced.
 type batch struct {
-	at                                               time.Time
-	added                                            map[int32][][]byte
-	events, deliveries, parked, rejected, duplicates int64
+	at                                                          time.Time
+	added                                                       map[int32][][]byte
+	events, deliveries, parked, rejected, duplicates, continued int64
+	// bytes produced so far, against TxnBytes; fannedOut counts the
+	// deliveries (and parked copies) among them, so a transaction splits an
+	// event only once it has done some fan-out of its own.
+	bytes     int
+	fannedOut int
+	// rejectedPoison are the poison records this batch rejected, cleared
+	// from the router's set once it commits; routed are the records it
+	// decided, cleared from the suspects once it commits.
+	rejectedPoison map[int32][]int64
+	routed         map[int32][]int64
+	// tooLarge are the records whose fan-out could not be produced for its
+	// size: set by promises, merged into the router's poison set on abort.
+	tooLarge map[int32]map[int64]string
 
 	// mu guards err: produce promises run on the client's goroutines.
 	mu sync.Mutex
@@ -482,6 +615,28 @@ func (b *batch) promise(rec *kgo.Record, err error) {
 	}
 }
 
+// promiseFor is promise for records made for the event at src: a record
+// refused for its size also names src (see Router.suspects), so the event
+// is rejected with the reason instead of failing the same way forever.
+func (b *batch) promiseFor(src *kgo.Record) func(*kgo.Record, error) {
+	p, off := src.Partition, src.Offset
+	return func(rec *kgo.Record, err error) {
+		if err != nil && errors.Is(err, kerr.MessageTooLarge) {
+			b.mu.Lock()
+			if b.tooLarge == nil {
+				b.tooLarge = map[int32]map[int64]string{}
+			}
+			if b.tooLarge[p] == nil {
+				b.tooLarge[p] = map[int64]string{}
+			}
+			b.tooLarge[p][off] = fmt.Sprintf("its fan-out record of %d bytes for %s exceeds the producer's or the broker's record limit (max.message.bytes): %v",
+				len(rec.Key)+len(rec.Value), rec.Topic, err)
+			b.mu.Unlock()
+		}
+		b.promise(rec, err)
+	}
+}
+
 func (b *batch) pending(p int32, key []byte) bool {
 	for _, k := range b.added[p] {
 		if string(k) == string(key) {
@@ -491,20 +646,48 @@ func (b *batch) pending(p int32, key []byte) bool {
 	return false
 }
 
+// remember sets m[p][o] to reason.
+func remember(m map[int32]map[int64]string, p int32, o int64, reason string) {
+	if m[p] == nil {
+		m[p] = map[int64]string{}
+	}
+	m[p][o] = reason
+}
+
+// forget deletes m[p][o], and m[p] once empty.
+func forget(m map[int32]map[int64]string, p int32, o int64) {
+	delete(m[p], o)
+	if len(m[p]) == 0 {
+		delete(m, p)
+	}
+}
+
 // route handles one event record inside the open transaction.
 func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches []*sluicev1.Endpoint) []*sluicev1.Endpoint {
 	if b.at.IsZero() {
 		b.at = time.Now()
 	}
+	if b.routed == nil {
+		b.routed = map[int32][]int64{}
+	}
+	b.routed[rec.Partition] = append(b.routed[rec.Partition], rec.Offset)
+	r.mu.Lock()
+	poison, isPoison := r.poison[rec.Partition][rec.Offset]
+	r.mu.Unlock()
+	if isPoison {
+		r.reject(ctx, rec, b, poison)
+		if b.rejectedPoison == nil {
+			b.rejectedPoison = map[int32][]int64{}
+		}
+		b.rejectedPoison[rec.Partition] = append(b.rejectedPoison[rec.Partition], rec.Offset)
+		return matches
+	}
+	if eventrecord.IsContinuation(rec) {
+		return r.routeContinuation(ctx, rec, b, matches)
+	}
 	ev, err := eventrecord.Decode(rec, r.opts.Limits)
 	if err != nil {
-		var rej *eventrecord.RejectError
-		reason := err.Error()
-		if errors.As(err, &rej) {
-			reason = rej.Reason
-		}
-		r.sess.Produce(ctx, eventrecord.Rejected(r.opts.Names.EventsRejected, rec, reason), b.promise)
-		b.rejected++
+		r.reject(ctx, rec, b, reason(err))
 		return matches
 	}
 	key := eventrecord.Key(ev.TenantId, ev.EventId)
@@ -528,12 +711,71 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 	b.added[rec.Partition] = append(b.added[rec.Partition], key)
 	b.events++
 
+	// The fan-out is decided here, once: the event log lists every
+	// endpoint, and a continuation carries the ones this transaction
+	// could not take.
 	matches = r.index.Match(matches, ev.TenantId, ev.Type)
 	entry := &sluicev1.EventLogEntry{
 		SchemaVersion: sluicev1.SchemaVersion, TenantId: ev.TenantId, EventId: ev.EventId, Type: ev.Type,
 		Data: ev.Data, ReceivedAtMs: ev.ReceivedAtMs, Source: ev.Source, FanoutCount: uint32(len(matches)),
 	}
 	for _, ep := range matches {
+		entry.EndpointIds = append(entry.EndpointIds, ep.Id)
+	}
+	promise := b.promiseFor(rec)
+	r.produce(ctx, b, r.opts.Names.EventLog, ev.EventId, entry, promise)
+	marker := dedup.Marker(r.opts.Names.Dedup, rec.Partition, key, b.at)
+	b.bytes += len(marker.Key) + len(marker.Value)
+	r.sess.Produce(ctx, marker, promise)
+	r.fanOut(ctx, rec, b, ev, matches, promise)
+	return matches
+}
+
+// routeContinuation routes the rest of a fan-out decided earlier: no dedup
+// (the event was decided once), no event-log entry (written then).
+func (r *Router) routeContinuation(ctx context.Context, rec *kgo.Record, b *batch, targets []*sluicev1.Endpoint) []*sluicev1.Endpoint {
+	ev, ids, err := eventrecord.DecodeContinuation(rec, r.opts.Limits)
+	if err != nil {
+		r.reject(ctx, rec, b, reason(err))
+		return targets
+	}
+	for _, id := range ids {
+		ep, ok := r.index.Endpoint(id)
+		if !ok {
+			// Deleted since the fan-out was decided: the delivery still
+			// goes out, and the sender parks it as for any endpoint
+			// deleted after routing, so it is accounted for.
+			ep = &sluicev1.Endpoint{Id: id, TenantId: ev.TenantId, Status: sluicev1.EndpointStatus_ENDPOINT_STATUS_ENABLED}
+		}
+		targets = append(targets, ep)
+	}
+	r.fanOut(ctx, rec, b, ev, targets, b.promiseFor(rec))
+	return targets
+}
+
+// fanOut produces ev's delivery to each of targets, in order, until the
+// transaction reaches TxnBytes; the rest go into a continuation on ev's
+// partition, routed after. A transaction splits only once it has fanned
+// out something, so each one makes progress and a continuation shrinks
+// every time it is routed.
+func (r *Router) fanOut(ctx context.Context, src *kgo.Record, b *batch, ev *sluicev1.Event, targets []*sluicev1.Endpoint,
+	promise func(*kgo.Record, error)) {
+	for i, ep := range targets {
+		if b.fannedOut > 0 && b.bytes+len(ev.Data) > r.opts.TxnBytes {
+			rest := make([]string, len(targets)-i)
+			for j, t := range targets[i:] {
+				rest[j] = t.Id
+			}
+			cont, err := eventrecord.Continuation(r.opts.Names.Events, src.Partition, ev, rest, r.opts.Limits.AuthKey)
+			if err != nil {
+				b.fail(err)
+				return
+			}
+			b.bytes += len(cont.Key) + len(cont.Value)
+			b.continued++
+			r.sess.Produce(ctx, cont, promise)
+			return
+		}
 		d := &sluicev1.Delivery{
 			SchemaVersion: sluicev1.SchemaVersion, DeliveryId: deliveryID(ev.TenantId, ev.EventId, ep.Id),
 			TenantId: ev.TenantId, EndpointId: ep.Id, EventId: ev.EventId, EventType: ev.Type,
@@ -547,24 +789,66 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 		} else {
 			b.deliveries++
 		}
-		entry.EndpointIds = append(entry.EndpointIds, ep.Id)
-		r.produce(ctx, b, topic, ep.Id, d)
+		b.fannedOut++
+		r.produce(ctx, b, topic, ep.Id, d, promise)
 	}
-	r.produce(ctx, b, r.opts.Names.EventLog, ev.EventId, entry)
-	r.sess.Produce(ctx, dedup.Marker(r.opts.Names.Dedup, rec.Partition, key, b.at), b.promise)
-	return matches
+}
+
+// reject copies rec to the rejected topic with reason.
+func (r *Router) reject(ctx context.Context, rec *kgo.Record, b *batch, reason string) {
+	c := eventrecord.Rejected(r.opts.Names.EventsRejected, rec, reason)
+	b.bytes += len(c.Key) + len(c.Value)
+	r.sess.Produce(ctx, c, b.promise)
+	b.rejected++
+}
+
+// reason is a decode error's one-line reason.
+func reason(err error) string {
+	var rej *eventrecord.RejectError
+	if errors.As(err, &rej) {
+		return rej.Reason
+	}
+	return err.Error()
 }
 
 // produce adds one protobuf record to the transaction. A record that
 // cannot be encoded or produced aborts the batch.
-func (r *Router) produce(ctx context.Context, b *batch, topic, key string, m proto.Message) {
+func (r *Router) produce(ctx context.Context, b *batch, topic, key string, m proto.Message, promise func(*kgo.Record, error)) {
 	v, err := proto.Marshal(m)
 	if err != nil {
 		b.fail(fmt.Errorf("encoding a record for %s: %w", topic, err))
 		return
 	}
-	r.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}, b.promise)
+	b.bytes += len(key) + len(v)
+	r.sess.Produce(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}, promise)
 }
+
+// explicitPartitions returns a partitioner that sends records of topics to
+// the partition set in Record.Partition and hands every other topic to
+// other.
+func explicitPartitions(other kgo.Partitioner, topics ...string) kgo.Partitioner {
+	return partitioner{keep: topics, other: other}
+}
+
+type partitioner struct {
+	keep  []string
+	other kgo.Partitioner
+}
+
+func (p partitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if slices.Contains(p.keep, topic) {
+		return keepPartition{}
+	}
+	return p.other.ForTopic(topic)
+}
+
+type keepPartition struct{}
+
+// RequiresConsistency is true: a continuation must wait for its partition's
+// leader rather than be written to another partition, where another router
+// would route it before the event it continues.
+func (keepPartition) RequiresConsistency(*kgo.Record) bool { return true }
+func (keepPartition) Partition(r *kgo.Record, _ int) int   { return int(r.Partition) }
 
 // deliveryID is stable for an (event, endpoint) pair, so a batch routed
 // again after an abort makes the same deliveries.
