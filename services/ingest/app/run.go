@@ -131,33 +131,34 @@ func Run(ctx context.Context, cfg Config) error {
 
 	rt.Log.Info("started", "api", ln.Addr().String(), "ops", rt.Ops.Addr(), "router", cfg.Router.Enabled)
 	err = rt.Run(ctx, append(workers,
-		func(ctx context.Context) error {
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			apiStage.Running()
-			// The server's own goroutines are fasthttp's; the stage only
-			// says it serves.
-			defer apiStage.Stopped("api stopped")
-			beat := time.NewTicker(kafkax.PollWait)
-			defer beat.Stop()
-			for {
-				select {
-				case err := <-errc:
-					return fmt.Errorf("serving the API: %w", err)
-				case <-beat.C:
-					apiStage.Beat()
-					continue
-				case <-ctx.Done():
-				}
-				break
-			}
-			sctx, cancel := rt.ShutdownContext(ctx)
-			defer cancel()
-			err := srv.ShutdownWithContext(sctx)
-			<-errc
-			return err
-		})...)
+		func(ctx context.Context) error { return serveAPI(ctx, rt, srv, ln, apiStage) })...)
 	rt.Log.Info("stopped", "err", err)
+	return err
+}
+
+// serveAPI serves the API until ctx ends, then lets requests in flight
+// finish within the shutdown timeout. The stage runs while the server does;
+// fasthttp's goroutines are its own, so the stage only beats.
+func serveAPI(ctx context.Context, rt *service.Runtime, srv *fasthttp.Server, ln net.Listener, stage *health.Stage) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	stage.Running()
+	defer stage.Stopped("api stopped")
+	beat := time.NewTicker(kafkax.PollWait)
+	defer beat.Stop()
+	for ctx.Err() == nil {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serving the API: %w", err)
+		case <-beat.C:
+			stage.Beat()
+		case <-ctx.Done():
+		}
+	}
+	sctx, cancel := rt.ShutdownContext(ctx)
+	defer cancel()
+	err := srv.ShutdownWithContext(sctx)
+	<-errc
 	return err
 }
 
