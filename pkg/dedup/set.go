@@ -164,7 +164,7 @@ func (s *Set) hash(key []byte) uint64 {
 }
 
 // home is h's first slot: the high bits of h scaled to the table, which
-// needs no power-of-two size and keeps a cluster in hash order.
+// needs no power-of-two size and keeps each cluster in order of home.
 func (s *Set) home(h uint64) int {
 	hi, _ := bits.Mul64(h, uint64(len(s.slots)))
 	return int(hi)
