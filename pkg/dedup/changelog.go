@@ -23,7 +23,9 @@ var ErrBadMarker = errors.New("dedup: changelog record is not a marker")
 const markerSize = 8
 
 // Marker is the changelog record saying key (the event's record key,
-// "tenant/id") was routed at t. It is for partition of topic: the same
+// "tenant/id") was routed at t. Its record timestamp is t too, so Rebuild
+// and View find the first marker of a window by timestamp (a marker's
+// value is never later than its timestamp). It is for partition of topic: the same
 // partition number as the event's in sluice.events, set explicitly because
 // external producers of events (kcat and librdkafka hash keys with CRC32,
 // franz-go with murmur2) do not agree on where a key goes, so hashing the key
@@ -33,7 +35,7 @@ const markerSize = 8
 func Marker(topic string, partition int32, key []byte, t time.Time) *kgo.Record {
 	v := make([]byte, markerSize)
 	binary.BigEndian.PutUint64(v, uint64(t.UnixMilli()))
-	return &kgo.Record{Topic: topic, Partition: partition, Key: key, Value: v}
+	return &kgo.Record{Topic: topic, Partition: partition, Key: key, Value: v, Timestamp: t}
 }
 
 // Partitioner returns the partitioner of a router's producer: records of
@@ -68,12 +70,22 @@ type keepPartition struct{}
 func (keepPartition) RequiresConsistency(*kgo.Record) bool { return true }
 func (keepPartition) Partition(r *kgo.Record, _ int) int   { return int(r.Partition) }
 
-// Rebuild reads partition of the changelog topic from its start to its end
-// with a read_committed client, and returns a Set of the markers less than
-// window old (relative to when Rebuild started) and the number of markers
-// read, old ones included. Markers of aborted transactions are never read.
+// Rebuild reads partition of the changelog topic from its first marker of
+// the window to its end with a read_committed client, and returns a Set of
+// the markers less than window old (relative to when Rebuild started) and
+// the number of markers read. Markers of aborted transactions are never
+// read.
 //
-// Where the end is. Rebuild lists the partition's start offset S and high
+// Where the start is. The first offset whose timestamp is at or after the
+// window's start (ListOffsets by time): every record before it is stamped
+// earlier, and a marker's time is never after its timestamp (Marker stamps
+// it with its time; markers of older routers were stamped when produced,
+// later than their time), so every marker before it has expired. So a
+// rebuild reads a window of markers, not the topic's retention (7 days):
+// at 1,000 events/s and a 24 h window that is 86.4 M markers instead of
+// 605 M.
+//
+// Where the end is. Rebuild lists that start S and the partition's high
 // watermark E before reading, and reads until it has passed offset E-1 (at
 // once if E ≤ S: nothing to read). Passing it is seen by asking for records
 // with kgo.KeepControlRecords: the commit and abort markers of transactions
@@ -106,8 +118,20 @@ func Rebuild(ctx context.Context, kcfg kafkax.Config, topic string, partition in
 	set := NewSet(window, maxEntries)
 	horizon := time.Now().Add(-window).UnixMilli()
 
+	adm, err := kafkax.NewAdmin(kcfg)
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuilding dedup state of %s/%d: %w", topic, partition, err)
+	}
+	start, end, err := bounds(ctx, adm, topic, partition, horizon)
+	adm.Close()
+	if err != nil {
+		return nil, 0, fmt.Errorf("rebuilding dedup state of %s/%d: %w", topic, partition, err)
+	}
+	if start >= end {
+		return set, 0, nil
+	}
 	cl, err := kafkax.NewClient(kcfg,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(start)}}),
 		// Markers of aborted batches must not count as seen.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Transaction markers are how Rebuild sees that it has passed the
@@ -118,11 +142,6 @@ func Rebuild(ctx context.Context, kcfg kafkax.Config, topic string, partition in
 		return nil, 0, fmt.Errorf("rebuilding dedup state of %s/%d: %w", topic, partition, err)
 	}
 	defer cl.Close()
-
-	start, end, err := bounds(ctx, kadm.NewClient(cl), topic, partition)
-	if err != nil {
-		return nil, 0, fmt.Errorf("rebuilding dedup state of %s/%d: %w", topic, partition, err)
-	}
 
 	read := 0
 	for next := start; next < end; {
@@ -154,11 +173,13 @@ func Rebuild(ctx context.Context, kcfg kafkax.Config, topic string, partition in
 	return set, read, nil
 }
 
-// bounds lists the first offset and the high watermark of a partition.
-func bounds(ctx context.Context, adm *kadm.Client, topic string, partition int32) (start, end int64, err error) {
-	starts, err := adm.ListStartOffsets(ctx, topic)
+// bounds lists the first offset stamped at or after since (Unix ms) and
+// the high watermark of a partition. With no record that recent, the first
+// is the high watermark.
+func bounds(ctx context.Context, adm *kadm.Client, topic string, partition int32, since int64) (start, end int64, err error) {
+	starts, err := adm.ListOffsetsAfterMilli(ctx, since, topic)
 	if err != nil {
-		return 0, 0, fmt.Errorf("listing start offsets: %w", err)
+		return 0, 0, fmt.Errorf("listing offsets after %s: %w", time.UnixMilli(since).UTC().Format(time.RFC3339Nano), err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {

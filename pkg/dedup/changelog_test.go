@@ -262,3 +262,60 @@ func TestRebuild(t *testing.T) {
 		}
 	})
 }
+
+// TestRebuildReadsOnlyTheWindow: Rebuild starts at the first marker stamped
+// less than a window ago, so the markers before it are not even fetched:
+// the count of markers read leaves them out. A marker's record timestamp
+// is set here as Marker sets it, to the marker's own time.
+func TestRebuildReadsOnlyTheWindow(t *testing.T) {
+	k, topic := newKafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	now := time.Now()
+	stamped := func(recs []*kgo.Record, at time.Time) []*kgo.Record {
+		for _, r := range recs {
+			r.Timestamp = at
+		}
+		return recs
+	}
+	stale, inside := now.Add(-window-time.Hour), now.Add(-window+10*time.Minute)
+	x := newTransactor(t, k, topic)
+	// Partition 0: 40 stale markers, then 3 just inside the window and 4
+	// fresh ones, each group its own transaction. Partition 1: only stale
+	// markers, ending with a commit marker.
+	old0, oldKeys0 := markers(topic, 0, "stale0", 40, stale)
+	in0, inKeys0 := markers(topic, 0, "inside0", 3, inside)
+	fresh0, freshKeys0 := markers(topic, 0, "fresh0", 4, now)
+	old1, oldKeys1 := markers(topic, 1, "stale1", 10, stale)
+	for _, recs := range [][]*kgo.Record{stamped(old0, stale), stamped(old1, stale), stamped(in0, inside), stamped(fresh0, now)} {
+		x.begin(ctx, recs...)
+		x.end(ctx, kgo.TryCommit)
+	}
+	for _, tc := range []struct {
+		desc      string
+		partition int32
+		seen      []string
+		unseen    []string
+	}{
+		{desc: "stale markers before fresh ones", partition: 0,
+			seen: append(inKeys0, freshKeys0...), unseen: oldKeys0},
+		{desc: "only stale markers", partition: 1, unseen: oldKeys1},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			set, n := rebuild(t, k, topic, tc.partition)
+			if n != len(tc.seen) {
+				t.Errorf("read %d markers, want %d: only those of the window", n, len(tc.seen))
+			}
+			for _, key := range tc.seen {
+				if !set.Seen([]byte(key), now) {
+					t.Errorf("marker %s of the window not seen", key)
+				}
+			}
+			for _, key := range tc.unseen {
+				if set.Seen([]byte(key), now) {
+					t.Errorf("stale marker %s seen", key)
+				}
+			}
+		})
+	}
+}

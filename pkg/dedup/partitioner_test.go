@@ -71,4 +71,9 @@ func TestMarker(t *testing.T) {
 	if len(r.Value) != 8 || got != want {
 		t.Fatalf("Marker value = %x, want 8-byte big-endian %d", r.Value, want)
 	}
+	// Rebuild and the View find where the window starts by the records'
+	// timestamps.
+	if !r.Timestamp.Equal(at) {
+		t.Fatalf("Marker timestamp = %v, want its time %v", r.Timestamp, at)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +20,14 @@ import (
 // runView builds a View of topic and runs it until the test ends.
 func runView(t *testing.T, k *testenv.Kafka, topic string, maxEntries int) *dedup.View {
 	t.Helper()
+	return runViewLogging(t, k, topic, maxEntries, slog.New(slog.DiscardHandler))
+}
+
+func runViewLogging(t *testing.T, k *testenv.Kafka, topic string, maxEntries int, log *slog.Logger) *dedup.View {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := dedup.NewView(ctx, k.Config, topic, window, maxEntries, slog.New(slog.DiscardHandler))
+	v, err := dedup.NewView(ctx, k.Config, topic, window, maxEntries, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,15 +197,128 @@ func TestView(t *testing.T) {
 		}
 	})
 
-	t.Run("holds at most maxEntries, evicting the oldest", func(t *testing.T) {
-		// 5 + 4 markers from before, 2 late, 1 after the odd record, 3
-		// open: 15 committed and fresh, of which a view of 10 keeps the
-		// last 10 it read. Which ones are last depends on how partitions
-		// interleave, so only the count is checked.
-		v := runView(t, k, topic, 10)
+	t.Run("holds at most maxEntries, evicting the oldest of each partition", func(t *testing.T) {
+		// Committed and fresh: partition 0 has 5 markers from before and
+		// 1 after the odd record, partition 1 has 4, partition 2 has 2
+		// late and 3 once open. A view of 10 gives them 4, 3 and 3, and
+		// evicts the oldest of each: 2 of fresh0 and 1 of fresh1 (written a
+		// minute ago), and the 2 late2.
+		var logged logRecords
+		v := runViewLogging(t, k, topic, 10, slog.New(&logged))
 		waitCaughtUp(t, v)
+		at := time.Now()
 		if v.Len() != 10 {
 			t.Errorf("a view of at most 10 holds %d", v.Len())
 		}
+		if v.Evicted() != 5 {
+			t.Errorf("evicted %d, want 5", v.Evicted())
+		}
+		seen := 0
+		for _, key := range append(fresh0, fresh1...) {
+			if v.Seen([]byte(key), at) {
+				seen++
+			}
+		}
+		if seen != 4+3-1 {
+			t.Errorf("%d of fresh0 and fresh1 seen, want 6: 3 of 5 and 3 of 4", seen)
+		}
+		// Partitions 0 and 1 evicted ids of a minute ago: their effective
+		// window is the time since then, to the millisecond. Partition 2
+		// evicted ids of the last few seconds, and the View's is the
+		// shortest.
+		sinceFresh := time.Duration(at.UnixMilli()-fresh.UnixMilli()) * time.Millisecond
+		stats := v.Stats(at)
+		for p, want := range []struct {
+			len       int
+			evicted   uint64
+			effective time.Duration
+		}{{4, 2, sinceFresh}, {3, 1, sinceFresh}, {3, 2, stats[2].EffectiveWindow}} {
+			st := stats[p]
+			if st.Partition != int32(p) || st.Len != want.len || st.Evicted != want.evicted || st.EffectiveWindow != want.effective {
+				t.Errorf("partition %d stats %+v, want %d held, %d evicted, effective window %v",
+					p, st, want.len, want.evicted, want.effective)
+			}
+		}
+		if w := stats[2].EffectiveWindow; w >= time.Minute || v.EffectiveWindow(at) != w {
+			t.Errorf("partition 2's effective window %v, the View's %v; want the same, under a minute",
+				w, v.EffectiveWindow(at))
+		}
+		// Each partition's fall below the window is logged once, however
+		// many of its markers were evicted.
+		if got := logged.count("dedup view evicts ids before the dedup window ends"); got != 3 {
+			t.Errorf("logged %d short windows, want 3 (one per partition): %v", got, logged.messages())
+		}
 	})
+}
+
+// TestViewReadsOnlyTheWindow: the View starts each partition at its first
+// marker stamped less than a window ago, so markers before it are not even
+// read, and a partition holding only those is caught up at once.
+func TestViewReadsOnlyTheWindow(t *testing.T) {
+	k, topic := newKafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	now := time.Now()
+	stale := now.Add(-window - time.Hour)
+	x := newTransactor(t, k, topic)
+	old0, oldKeys0 := markers(topic, 0, "stale0", 30, stale)
+	fresh0, freshKeys0 := markers(topic, 0, "fresh0", 4, now)
+	old1, oldKeys1 := markers(topic, 1, "stale1", 20, stale)
+	for _, recs := range [][]*kgo.Record{old0, old1, fresh0} {
+		x.begin(ctx, recs...)
+		x.end(ctx, kgo.TryCommit)
+	}
+	v := runView(t, k, topic, 1000)
+	waitCaughtUp(t, v)
+	at := time.Now()
+	for p, want := range []uint64{4, 0, 0} {
+		if got := v.Stats(at)[p].Read; got != want {
+			t.Errorf("partition %d: read %d markers, want %d: only those of the window", p, got, want)
+		}
+	}
+	for _, key := range freshKeys0 {
+		if !v.Seen([]byte(key), at) {
+			t.Errorf("marker %s of the window not seen", key)
+		}
+	}
+	for _, key := range append(oldKeys0, oldKeys1...) {
+		if v.Seen([]byte(key), at) {
+			t.Errorf("stale marker %s seen", key)
+		}
+	}
+	if v.Evicted() != 0 || v.EffectiveWindow(at) != window {
+		t.Errorf("evicted %d, effective window %v; want 0 and %v", v.Evicted(), v.EffectiveWindow(at), window)
+	}
+}
+
+// logRecords is a slog.Handler keeping the messages logged.
+type logRecords struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+
+func (l *logRecords) messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.msgs)
+}
+
+func (l *logRecords) count(prefix string) int {
+	n := 0
+	for _, m := range l.messages() {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
 }
