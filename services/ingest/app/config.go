@@ -67,8 +67,11 @@ type RouterConfig struct {
 	// DedupWindow is how long a repeated event id of a tenant is dropped.
 	DedupWindow time.Duration
 	// DedupMaxEntries bounds the ids remembered per events partition, at
-	// about 54 bytes each (measured at 10^6 entries): 500,000 is ~27 MB per
-	// partition this replica owns.
+	// most 13.7 bytes each once the table is at its bound (dedup.Set):
+	// 500,000 is 6.9 MB per partition this replica routes, and the dedup
+	// view holds as much for every partition. It keeps the whole dedup
+	// window only while it covers a partition's ids in a window (see the
+	// sizing in ARCHITECTURE); the router exports the effective window.
 	DedupMaxEntries int
 	// MaxBatch bounds the events of one transaction.
 	MaxBatch int
@@ -104,7 +107,7 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Router.MaxEventBytes, "max-event-bytes", 256<<10, "largest event data accepted, in bytes")
 	l.Duration(&c.Router.DedupWindow, "dedup-window", 24*time.Hour, "how long a repeated event id of a tenant is dropped")
 	l.Int(&c.Router.DedupMaxEntries, "dedup-max-entries", 500000,
-		"event ids remembered per events partition (about 54 bytes each)")
+		"event ids remembered per events partition (at most 13.7 bytes each at the bound)")
 	l.Int(&c.Router.MaxBatch, "router-max-batch", 500, "events routed in one Kafka transaction at most")
 	l.Int(&c.Router.TxnBytes, "router-txn-bytes", router.DefaultTxnBytes,
 		"bytes one routing transaction produces at most; a larger fan-out continues in the next transaction")

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/configstore"
@@ -88,6 +90,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	view.ReportTo(viewStage)
+	if err := exportView(rt, view); err != nil {
+		return err
+	}
 	// Closed after rt.Run has returned, so after the API's last request:
 	// a request still waiting for its acknowledgement then gets an error
 	// (503), never a hang.
@@ -203,6 +208,22 @@ func startEvents(ctx context.Context, cfg Config, names topics.Names, rt *servic
 		Sink: api.NewKafkaSink(producer), Seen: view, Topic: names.Events,
 		MaxDataBytes: cfg.Router.MaxEventBytes, MaxBatch: cfg.Events.MaxBatch, MaxBatchBodyBytes: cfg.MaxBodyBytes,
 	}, view, producer, nil
+}
+
+// exportView exports how far back the events API's dedup view still
+// answers duplicates, per partition, beside the router's own figures
+// (sluice.dedup.effective_window, reader "view").
+func exportView(rt *service.Runtime, view *dedup.View) error {
+	_, err := rt.Metrics.Meter("sluice/dedup").Float64ObservableGauge("sluice.dedup.effective_window", metric.WithUnit("s"),
+		metric.WithDescription("how far back duplicates are still caught, per events partition: the dedup window unless ids were evicted within it"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			for _, st := range view.Stats(time.Now()) {
+				o.Observe(st.EffectiveWindow.Seconds(), metric.WithAttributes(
+					attribute.String("reader", "view"), attribute.Int("partition", int(st.Partition))))
+			}
+			return nil
+		}))
+	return err
 }
 
 // partitions counts the partitions of topic.

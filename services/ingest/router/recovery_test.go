@@ -3,6 +3,7 @@ package router_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -225,5 +228,57 @@ func TestOnlySluiceEmitsOperationalEvents(t *testing.T) {
 	}
 	if !strings.Contains(reason, "reserved for Sluice's own operational events") {
 		t.Fatalf("reject reason %q", reason)
+	}
+}
+
+// TestRouterReportsAShortDedupWindow (issue 11 §3.14): when a partition
+// gets more ids in a window than dedup-max-entries holds, the oldest are
+// evicted, and the router says so: the evictions counter moves and the
+// effective window gauge falls below the configured window.
+func TestRouterReportsAShortDedupWindow(t *testing.T) {
+	k := testenv.NewKafka(t, testenv.WithPartitions(topics.Partitions{
+		Events: 1, Deliveries: 1, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}))
+	store := openStore(t, k)
+	reader := sdkmetric.NewManualReader()
+	opts := routerOptions(k, k.Prefix+"router")
+	opts.DedupMaxEntries = 1000
+	opts.Meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
+	r, _, _ := runRouter(t, store, opts)
+
+	const n = 2500
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = event(k.Names.Events, "ten_a", "order.created", fmt.Sprintf("evt_%05d", i), `{}`)
+	}
+	produce(t, k, recs...)
+	waitFor(t, time.Minute, "every event routed", func() bool { return r.Stats().Events == n })
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var evicted int64
+	window := -1.0
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				if m.Name == "sluice.dedup.evictions" {
+					for _, dp := range d.DataPoints {
+						evicted += dp.Value
+					}
+				}
+			case metricdata.Gauge[float64]:
+				if m.Name == "sluice.dedup.effective_window" && len(d.DataPoints) == 1 {
+					window = d.DataPoints[0].Value
+				}
+			}
+		}
+	}
+	if evicted < n-1000 {
+		t.Errorf("sluice.dedup.evictions = %d, want at least %d", evicted, n-1000)
+	}
+	if window < 0 || window >= (24*time.Hour).Seconds() {
+		t.Errorf("sluice.dedup.effective_window = %v s, want one value below the 24 h window", window)
 	}
 }

@@ -146,6 +146,7 @@ type Router struct {
 	txnSize         metric.Int64Histogram
 	outcomes        metric.Int64Counter
 	rebuildFailures metric.Int64Counter
+	evictions       metric.Int64Counter
 	commit          metric.MeasurementOption
 	abort           metric.MeasurementOption
 }
@@ -160,6 +161,8 @@ type partition struct {
 	// partition is revoked meanwhile.
 	rebuilding bool
 	cancel     context.CancelFunc
+	// evicted is set.Evicted() when last exported.
+	evicted uint64
 	// failures counts the rebuilds that failed in a row; the next is not
 	// tried before retryAt.
 	failures int
@@ -244,6 +247,26 @@ func (r *Router) instruments(m metric.Meter) error {
 	}
 	if r.rebuildFailures, err = m.Int64Counter("sluice.router.dedup.rebuild.failures",
 		metric.WithDescription("attempts at rebuilding a partition's dedup state that failed and will be retried")); err != nil {
+		return err
+	}
+	if r.evictions, err = m.Int64Counter("sluice.dedup.evictions",
+		metric.WithDescription("event ids the router forgot before the dedup window ended (dedup-max-entries too small for the rate)")); err != nil {
+		return err
+	}
+	if _, err = m.Float64ObservableGauge("sluice.dedup.effective_window", metric.WithUnit("s"),
+		metric.WithDescription("how far back the router still catches duplicates, per events partition it owns: the dedup window unless ids were evicted within it"),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			now := time.Now()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for p, st := range r.parts {
+				if st.set != nil {
+					o.Observe(st.set.EffectiveWindow(now).Seconds(), metric.WithAttributes(
+						attribute.String("reader", "router"), attribute.Int("partition", int(p))))
+				}
+			}
+			return nil
+		})); err != nil {
 		return err
 	}
 	r.commit = metric.WithAttributeSet(attribute.NewSet(attribute.String("result", "committed")))
@@ -376,11 +399,32 @@ func (r *Router) rebuildOne(ctx context.Context, cancel context.CancelFunc, st *
 		return
 	}
 	st.set, st.failures, st.lastErr = set, 0, nil
+	r.checkWindowLocked(ctx, st, time.Now())
 	r.sess.Client().ResumeFetchPartitions(map[string][]int32{r.opts.Names.Events: {st.n}})
 	r.stage.Progress()
 	r.reportLocked()
 	r.log.Info("dedup state rebuilt", "partition", st.n, "markers", n, "ids", set.Len(),
 		"took", time.Since(began).Round(time.Millisecond))
+}
+
+// checkWindowLocked exports the ids st's set evicted since last time, and
+// logs when its effective window falls below the dedup window or is whole
+// again (once per change, not per event).
+func (r *Router) checkWindowLocked(ctx context.Context, st *partition, now time.Time) {
+	if n := st.set.Evicted(); n > st.evicted {
+		r.evictions.Add(context.WithoutCancel(ctx), int64(n-st.evicted),
+			metric.WithAttributes(attribute.Int("partition", int(st.n))))
+		st.evicted = n
+	}
+	short, changed := st.set.CheckWindow(now)
+	switch {
+	case changed && short:
+		r.log.Warn("the router evicts event ids before the dedup window ends: dedup-max-entries is too small for the partition's rate",
+			"partition", st.n, "effective_window", st.set.EffectiveWindow(now).Round(time.Second),
+			"window", st.set.Window(), "ids", st.set.Len(), "evicted", st.set.Evicted())
+	case changed:
+		r.log.Info("the router holds the whole dedup window again", "partition", st.n, "window", st.set.Window())
+	}
 }
 
 // reportLocked tells the stage how the partitions stand: partitions without
@@ -522,6 +566,7 @@ func (r *Router) Run(ctx context.Context) error {
 					for _, k := range keys {
 						st.set.Add(k, b.at)
 					}
+					r.checkWindowLocked(ctx, st, b.at)
 				}
 			}
 			r.stats.Events += b.events
