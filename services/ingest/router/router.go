@@ -95,10 +95,11 @@ const MaxDataBytes = MaxRecordBytes - MaxFanoutIDs*fanoutIDBytes - recordOverhea
 // a transaction can overshoot by (32 events of a few records each).
 const pollChunk = 32
 
-// DefaultRebuildTimeout bounds one rebuild attempt: it reads the dedup
-// window of one changelog partition and may wait out a transaction the
-// previous owner left open (aborted by the broker after the 20 s
-// transaction timeout); two minutes covers both with room.
+// DefaultRebuildTimeout bounds the first rebuild attempt: it reads the
+// dedup window of one changelog partition (7.2 M markers at 1,000 events/s
+// over 24 h, a few hundred MB) and may wait out a transaction the previous
+// owner left open (aborted by the broker after the 20 s transaction
+// timeout); two minutes covers both with room, and a retry gets more.
 const DefaultRebuildTimeout = 2 * time.Minute
 
 // Rebuilds of different partitions run side by side, at most this many: a
@@ -354,7 +355,10 @@ func (r *Router) rebuilder(ctx context.Context) {
 				continue
 			}
 			if running+len(start) < maxParallelRebuilds {
-				pctx, cancel := context.WithTimeout(ctx, r.opts.RebuildTimeout)
+				// A rebuild that ran out of time gets twice as long next
+				// time, up to 8×: a partition with more markers in its
+				// window than one attempt can read is not retried in vain.
+				pctx, cancel := context.WithTimeout(ctx, r.opts.RebuildTimeout<<min(st.failures, 3))
 				st.rebuilding, st.cancel = true, cancel
 				start = append(start, st)
 				wg.Go(func() { r.rebuildOne(pctx, cancel, st) })
