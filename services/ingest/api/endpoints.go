@@ -31,24 +31,26 @@ type EndpointJSON struct {
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	Metadata       map[string]string `json:"metadata"`
 	Headers        map[string]string `json:"headers"`
-	MaxInFlight    uint32            `json:"max_in_flight"`
-	RateLimit      *float64          `json:"rate_limit"`
-	Ordered        bool              `json:"ordered"`
-	TimeoutMs      int64             `json:"timeout_ms"`
-	RetrySchedule  []int64           `json:"retry_schedule_ms"`
-	FailingSince   *time.Time        `json:"failing_since,omitempty"`
-	Created        time.Time         `json:"created"`
-	Updated        time.Time         `json:"updated"`
-	Etag           string            `json:"etag"`
-	Secret         string            `json:"secret,omitempty"`
+	// MaxInFlight and TimeoutMs are null when the endpoint sets none: the
+	// sender's SLUICE_ENDPOINT_MAX_IN_FLIGHT and SLUICE_REQUEST_TIMEOUT
+	// then apply, as they are when it sends.
+	MaxInFlight   *uint32    `json:"max_in_flight"`
+	RateLimit     *float64   `json:"rate_limit"`
+	Ordered       bool       `json:"ordered"`
+	TimeoutMs     *int64     `json:"timeout_ms"`
+	RetrySchedule []int64    `json:"retry_schedule_ms"`
+	FailingSince  *time.Time `json:"failing_since,omitempty"`
+	Created       time.Time  `json:"created"`
+	Updated       time.Time  `json:"updated"`
+	Etag          string     `json:"etag"`
+	Secret        string     `json:"secret,omitempty"`
 }
 
 func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	out := EndpointJSON{
 		ID: e.Id, Tenant: e.TenantId, URL: e.Url, Description: e.Description, Events: e.EventTypes,
 		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: e.Headers,
-		MaxInFlight: e.MaxInFlight, Ordered: e.Ordered, TimeoutMs: e.TimeoutMs, RetrySchedule: e.RetryScheduleMs,
-		Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
+		Ordered: e.Ordered, RetrySchedule: e.RetryScheduleMs, Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
 	}
 	if out.RetrySchedule == nil {
 		out.RetrySchedule = []int64{}
@@ -63,6 +65,14 @@ func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	if e.RateLimit > 0 {
 		rl := e.RateLimit
 		out.RateLimit = &rl
+	}
+	if e.MaxInFlight > 0 {
+		v := e.MaxInFlight
+		out.MaxInFlight = &v
+	}
+	if e.TimeoutMs > 0 {
+		v := e.TimeoutMs
+		out.TimeoutMs = &v
 	}
 	if out.Events == nil {
 		out.Events = []string{}
@@ -93,7 +103,10 @@ type EndpointCreate struct {
 	Secret string `json:"secret"`
 }
 
-// Validate checks every field and applies defaults to the endpoint e.
+// apply checks every field and sets them on the endpoint e. Limits left
+// out stay 0, "not set": the sender's defaults apply to them when it
+// sends, so an operator changing a default changes it for every endpoint
+// that did not choose its own.
 func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldError {
 	errs := validateURL("url", in.URL, requireHTTPS)
 	errs = append(errs, validateDescription(in.Description)...)
@@ -102,7 +115,6 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 	errs = append(errs, validateHeaders(in.Headers)...)
 	e.Url, e.Description, e.EventTypes, e.Metadata, e.Headers, e.Ordered =
 		in.URL, in.Description, in.Events, in.Metadata, in.Headers, in.Ordered
-	e.MaxInFlight, e.TimeoutMs = DefaultMaxInFlight, DefaultTimeoutMs
 	if in.MaxInFlight != nil {
 		errs = append(errs, validateMaxInFlight(*in.MaxInFlight)...)
 		e.MaxInFlight = uint32(*in.MaxInFlight)
@@ -122,7 +134,7 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 
 // EndpointPatch is the body of PATCH /v1/endpoints/{id}: fields present
 // replace the stored ones; null resets a field to its default (no rate
-// limit, default concurrency and timeout, empty lists and maps).
+// limit, the sender's concurrency and timeout, empty lists and maps).
 type EndpointPatch struct {
 	URL           Optional[string]            `json:"url"`
 	Description   Optional[string]            `json:"description"`
@@ -159,7 +171,7 @@ func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldEr
 		e.Headers = in.Headers.Value
 	}
 	if in.MaxInFlight.Set {
-		e.MaxInFlight = DefaultMaxInFlight
+		e.MaxInFlight = 0
 		if !in.MaxInFlight.Null {
 			errs = append(errs, validateMaxInFlight(in.MaxInFlight.Value)...)
 			e.MaxInFlight = uint32(in.MaxInFlight.Value)
@@ -176,7 +188,7 @@ func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldEr
 		e.Ordered = in.Ordered.Value
 	}
 	if in.TimeoutMs.Set {
-		e.TimeoutMs = DefaultTimeoutMs
+		e.TimeoutMs = 0
 		if !in.TimeoutMs.Null {
 			errs = append(errs, validateTimeout(in.TimeoutMs.Value)...)
 			e.TimeoutMs = in.TimeoutMs.Value

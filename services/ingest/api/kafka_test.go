@@ -161,7 +161,7 @@ func TestReplicasConvergeAndSurviveRestart(t *testing.T) {
 	v2, _, _ := call[api.EndpointJSON](t, a.server, 200, "PATCH", path, key, `{"description":"v2"}`, "If-Match", quoted(ep.Etag))
 	callProblem(t, b.server, 412, "precondition-failed", "PATCH", path, key, `{"description":"stale on b"}`, "If-Match", quoted(ep.Etag))
 	v3, _, _ := call[api.EndpointJSON](t, b.server, 200, "PATCH", path, key, `{"max_in_flight":5}`, "If-Match", quoted(v2.Etag))
-	if v3.Description != "v2" || v3.MaxInFlight != 5 {
+	if v3.Description != "v2" || v3.MaxInFlight == nil || *v3.MaxInFlight != 5 {
 		t.Fatalf("b's patch over a's: %+v", v3)
 	}
 	callProblem(t, a.server, 412, "precondition-failed", "POST", path+"/disable", key, nil, "If-Match", quoted(v2.Etag))

@@ -22,9 +22,7 @@ const (
 	maxHeaders        = 20
 	maxHeaderName     = 64
 	maxHeaderValue    = 1024
-	// DefaultMaxInFlight is DESIGN §6's default concurrency per endpoint.
-	DefaultMaxInFlight = 10
-	maxMaxInFlight     = 1000
+	maxMaxInFlight    = 1000
 	// maxRateLimit is per second; above it, a limit no longer limits.
 	maxRateLimit = 10000
 	// minRateLimit is per second: one request every 1000 s (about 17
@@ -33,10 +31,8 @@ const (
 	// below about 1e-10/s overflows time.Duration into a negative wait
 	// (review M1). At the floor the wait is 1000 s, far inside it.
 	minRateLimit = 0.001
-	// DefaultTimeoutMs is the request timeout of an endpoint that sets none.
-	DefaultTimeoutMs = 15000
-	minTimeoutMs     = 1000
-	maxTimeoutMs     = 60000
+	minTimeoutMs = 1000
+	maxTimeoutMs = 60000
 )
 
 // forbiddenHeaders are set by Sluice or by HTTP itself; an endpoint may not
