@@ -192,8 +192,12 @@ type Tenant struct {
 	// Overrides the default retry schedule for the tenant's endpoints
 	// (delays in milliseconds after the first attempt); empty means default.
 	RetryScheduleMs []int64 `protobuf:"varint,7,rep,packed,name=retry_schedule_ms,json=retryScheduleMs,proto3" json:"retry_schedule_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The most endpoints the tenant may have, set by the admin; absent means
+	// the operator's default (ingest's tenant-max-endpoints). At most 10,000:
+	// the router sizes a transaction's records on it.
+	MaxEndpoints  *uint32 `protobuf:"varint,8,opt,name=max_endpoints,json=maxEndpoints,proto3,oneof" json:"max_endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -273,6 +277,13 @@ func (x *Tenant) GetRetryScheduleMs() []int64 {
 		return x.RetryScheduleMs
 	}
 	return nil
+}
+
+func (x *Tenant) GetMaxEndpoints() uint32 {
+	if x != nil && x.MaxEndpoints != nil {
+		return *x.MaxEndpoints
+	}
+	return 0
 }
 
 // APIKey is a tenant's key. Only its hash is stored.
@@ -599,7 +610,7 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\x06tenant\x18\x02 \x01(\v2\x11.sluice.v1.TenantH\x00R\x06tenant\x12,\n" +
 	"\aapi_key\x18\x03 \x01(\v2\x11.sluice.v1.APIKeyH\x00R\x06apiKey\x121\n" +
 	"\bendpoint\x18\x04 \x01(\v2\x13.sluice.v1.EndpointH\x00R\bendpointB\b\n" +
-	"\x06object\"\xae\x02\n" +
+	"\x06object\"\xea\x02\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -607,10 +618,12 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rupdated_at_ms\x18\x05 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x06 \x01(\tR\x04etag\x12*\n" +
-	"\x11retry_schedule_ms\x18\a \x03(\x03R\x0fretryScheduleMs\x1a;\n" +
+	"\x11retry_schedule_ms\x18\a \x03(\x03R\x0fretryScheduleMs\x12(\n" +
+	"\rmax_endpoints\x18\b \x01(\rH\x00R\fmaxEndpoints\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
+	"\x0e_max_endpoints\"\xb4\x01\n" +
 	"\x06APIKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
@@ -705,6 +718,7 @@ func file_sluice_v1_config_proto_init() {
 		(*ConfigRecord_ApiKey)(nil),
 		(*ConfigRecord_Endpoint)(nil),
 	}
+	file_sluice_v1_config_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

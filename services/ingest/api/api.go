@@ -46,6 +46,35 @@ type Options struct {
 	Log *logquery.Reader
 	// Deliveries configures replay and recover.
 	Deliveries DeliveriesOptions
+	// Tenants are the operator's defaults of the per-tenant quotas.
+	Tenants TenantLimits
+}
+
+// TenantLimits are the operator's defaults of the per-tenant quotas; an
+// admin overrides them on a tenant.
+type TenantLimits struct {
+	// MaxEndpoints bounds a tenant's endpoints; zero or less means
+	// DefaultMaxEndpoints.
+	MaxEndpoints int
+}
+
+// Bounds of a tenant's endpoints. Every endpoint matching an event is one
+// delivery carrying the whole payload in the router's transaction, so the
+// count bounds what one event costs there (review H2): at the default, a
+// 256 KiB event fans out to at most 1,000 deliveries, 256 MiB. 10,000 is
+// the ceiling the router sizes its records on: the event-log entry lists
+// every endpoint id (29 bytes, 31 encoded), 310 KB for 10,000, which with
+// a 256 KiB payload stays under Kafka's 1 MB record.
+const (
+	DefaultMaxEndpoints = 1000
+	MaxEndpointsLimit   = 10000
+)
+
+func (l TenantLimits) maxEndpoints() int {
+	if l.MaxEndpoints <= 0 {
+		return DefaultMaxEndpoints
+	}
+	return l.MaxEndpoints
 }
 
 // API serves the routes.

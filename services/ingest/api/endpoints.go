@@ -238,8 +238,14 @@ func (a *API) createEndpoint(r *request) {
 		}
 		// The caller's tenant may have been deleted since its key was
 		// checked; here no write can intervene.
-		if _, ok := a.tenant(e.TenantId); !ok {
+		t, ok := a.tenant(e.TenantId)
+		if !ok {
 			return nil, conflictError{"tenant " + e.TenantId + " no longer exists"}
+		}
+		// Counted here, where writes are serialised, so two creates on
+		// two replicas cannot both take the last place.
+		if err := a.endpointRoom(t); err != nil {
+			return nil, err
 		}
 		return endpointRecord(e), nil
 	}); err != nil {
@@ -250,6 +256,26 @@ func (a *API) createEndpoint(r *request) {
 	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
+}
+
+// endpointRoom refuses one more endpoint for tenant t when it has its
+// quota already: its own max_endpoints, else the operator's default.
+func (a *API) endpointRoom(t *sluicev1.Tenant) error {
+	limit, whose := a.opts.Tenants.maxEndpoints(), "the server's default, SLUICE_TENANT_MAX_ENDPOINTS"
+	if t.MaxEndpoints != nil {
+		limit, whose = int(*t.MaxEndpoints), "set on the tenant"
+	}
+	n := 0
+	for _, rec := range a.store.TenantObjects(t.Id) {
+		if rec.GetEndpoint() != nil {
+			n++
+		}
+	}
+	if n < limit {
+		return nil
+	}
+	return limitError{fmt.Sprintf("tenant %s has %d endpoints and may have at most %d (%s); "+
+		"delete one, or ask the operator to raise the tenant's max_endpoints (up to %d)", t.Id, n, limit, whose, MaxEndpointsLimit)}
 }
 
 func (a *API) listEndpoints(r *request) {

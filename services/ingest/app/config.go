@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/ingest/api"
 )
 
 // Name is the service name in logs and metrics.
@@ -38,6 +39,7 @@ type Config struct {
 	RotationGrace time.Duration
 	Router        RouterConfig
 	Events        EventsConfig
+	Tenants       TenantsConfig
 	// ClickHouse holds the delivery log the log, replay and recover routes
 	// read.
 	ClickHouse clickhousex.Config
@@ -55,6 +57,16 @@ type EventsConfig struct {
 	BufferBytes int
 	// MaxBatch bounds the events of one batch request.
 	MaxBatch int
+}
+
+// TenantsConfig are the operator's defaults of the per-tenant quotas; an
+// admin overrides them per tenant (the tenant's max_endpoints).
+type TenantsConfig struct {
+	// MaxEndpoints bounds a tenant's endpoints. Each matching endpoint is
+	// one delivery with the whole payload in the router's transaction, so
+	// it bounds one event's fan-out; api.MaxEndpointsLimit (10,000) is the
+	// most it may be.
+	MaxEndpoints int
 }
 
 // RouterConfig are the settings of the router stage.
@@ -105,6 +117,8 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Events.BufferBytes, "events-buffer-bytes", 64<<20,
 		"event bytes the API buffers for Kafka at most; beyond it requests get 503 with Retry-After")
 	l.Int(&c.Events.MaxBatch, "events-max-batch", 500, "events in one POST /v1/events/batch at most")
+	l.Int(&c.Tenants.MaxEndpoints, "tenant-max-endpoints", api.DefaultMaxEndpoints,
+		"endpoints a tenant may have, unless its max_endpoints says otherwise")
 }
 
 // Validate checks every setting.
@@ -155,6 +169,9 @@ func (c Config) Validate() error {
 	}
 	if e := c.Events; e.MaxBatch < 1 || e.MaxBatch > 10000 {
 		errs = append(errs, fmt.Errorf("events-max-batch must be from 1 to 10000, got %d", e.MaxBatch))
+	}
+	if n := c.Tenants.MaxEndpoints; n < 1 || n > api.MaxEndpointsLimit {
+		errs = append(errs, fmt.Errorf("tenant-max-endpoints must be from 1 to %d, got %d", api.MaxEndpointsLimit, n))
 	}
 	return errors.Join(errs...)
 }
