@@ -195,9 +195,13 @@ type Tenant struct {
 	// The most endpoints the tenant may have, set by the admin; absent means
 	// the operator's default (ingest's tenant-max-endpoints). At most 10,000:
 	// the router sizes a transaction's records on it.
-	MaxEndpoints  *uint32 `protobuf:"varint,8,opt,name=max_endpoints,json=maxEndpoints,proto3,oneof" json:"max_endpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxEndpoints *uint32 `protobuf:"varint,8,opt,name=max_endpoints,json=maxEndpoints,proto3,oneof" json:"max_endpoints,omitempty"`
+	// The events per second the tenant may send through each ingest replica,
+	// set by the admin; 0 is no limit, absent means the operator's default
+	// (ingest's tenant-events-per-second).
+	EventsPerSecond *uint32 `protobuf:"varint,9,opt,name=events_per_second,json=eventsPerSecond,proto3,oneof" json:"events_per_second,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -282,6 +286,13 @@ func (x *Tenant) GetRetryScheduleMs() []int64 {
 func (x *Tenant) GetMaxEndpoints() uint32 {
 	if x != nil && x.MaxEndpoints != nil {
 		return *x.MaxEndpoints
+	}
+	return 0
+}
+
+func (x *Tenant) GetEventsPerSecond() uint32 {
+	if x != nil && x.EventsPerSecond != nil {
+		return *x.EventsPerSecond
 	}
 	return 0
 }
@@ -610,7 +621,7 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\x06tenant\x18\x02 \x01(\v2\x11.sluice.v1.TenantH\x00R\x06tenant\x12,\n" +
 	"\aapi_key\x18\x03 \x01(\v2\x11.sluice.v1.APIKeyH\x00R\x06apiKey\x121\n" +
 	"\bendpoint\x18\x04 \x01(\v2\x13.sluice.v1.EndpointH\x00R\bendpointB\b\n" +
-	"\x06object\"\xea\x02\n" +
+	"\x06object\"\xb1\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -619,11 +630,13 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rupdated_at_ms\x18\x05 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x06 \x01(\tR\x04etag\x12*\n" +
 	"\x11retry_schedule_ms\x18\a \x03(\x03R\x0fretryScheduleMs\x12(\n" +
-	"\rmax_endpoints\x18\b \x01(\rH\x00R\fmaxEndpoints\x88\x01\x01\x1a;\n" +
+	"\rmax_endpoints\x18\b \x01(\rH\x00R\fmaxEndpoints\x88\x01\x01\x12/\n" +
+	"\x11events_per_second\x18\t \x01(\rH\x01R\x0feventsPerSecond\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
-	"\x0e_max_endpoints\"\xb4\x01\n" +
+	"\x0e_max_endpointsB\x14\n" +
+	"\x12_events_per_second\"\xb4\x01\n" +
 	"\x06APIKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +

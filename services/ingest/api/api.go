@@ -48,6 +48,8 @@ type Options struct {
 	Deliveries DeliveriesOptions
 	// Tenants are the operator's defaults of the per-tenant quotas.
 	Tenants TenantLimits
+	// Now tells the time (tests control it); nil means time.Now.
+	Now func() time.Time
 }
 
 // TenantLimits are the operator's defaults of the per-tenant quotas; an
@@ -56,6 +58,9 @@ type TenantLimits struct {
 	// MaxEndpoints bounds a tenant's endpoints; zero or less means
 	// DefaultMaxEndpoints.
 	MaxEndpoints int
+	// EventsPerSecond bounds the events a tenant sends through this API;
+	// zero or less is no limit.
+	EventsPerSecond int
 }
 
 // Bounds of a tenant's endpoints. Every endpoint matching an event is one
@@ -88,11 +93,15 @@ type API struct {
 	routes    []route
 	openapi   []byte
 	jobs      recoverJobs
+	quotas    eventQuotas
 }
 
 // New builds the API over a config store and the box sealing secrets.
 func New(store Store, box *secretbox.Box, opts Options, log *slog.Logger) *API {
-	a := &API{store: store, box: box, opts: opts, log: log, now: time.Now, openapi: openAPIDocument}
+	a := &API{store: store, box: box, opts: opts, log: log, now: opts.Now, openapi: openAPIDocument}
+	if a.now == nil {
+		a.now = time.Now
+	}
 	if opts.AdminKey != "" {
 		a.adminHash = hashKey(opts.AdminKey)
 	}

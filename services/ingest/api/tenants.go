@@ -28,10 +28,13 @@ type TenantJSON struct {
 	RetrySchedule []int64 `json:"retry_schedule_ms"`
 	// MaxEndpoints is the most endpoints the tenant may have; null means
 	// the operator's default (SLUICE_TENANT_MAX_ENDPOINTS).
-	MaxEndpoints *uint32   `json:"max_endpoints"`
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
-	Etag         string    `json:"etag"`
+	MaxEndpoints *uint32 `json:"max_endpoints"`
+	// EventsPerSecond is the tenant's ingest quota per replica, 0 for none;
+	// null means the operator's default (SLUICE_TENANT_EVENTS_PER_SECOND).
+	EventsPerSecond *uint32   `json:"events_per_second"`
+	Created         time.Time `json:"created"`
+	Updated         time.Time `json:"updated"`
+	Etag            string    `json:"etag"`
 }
 
 func tenantJSON(t *sluicev1.Tenant) TenantJSON {
@@ -44,25 +47,27 @@ func tenantJSON(t *sluicev1.Tenant) TenantJSON {
 		rs = []int64{}
 	}
 	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, RetrySchedule: rs, MaxEndpoints: t.MaxEndpoints,
-		Created: fromMs(t.CreatedAtMs), Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
+		EventsPerSecond: t.EventsPerSecond, Created: fromMs(t.CreatedAtMs), Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
 }
 
 // TenantCreate is the body of POST /v1/tenants. The quotas are optional:
 // absent or null means the operator's default.
 type TenantCreate struct {
-	Name          string            `json:"name"`
-	Metadata      map[string]string `json:"metadata"`
-	RetrySchedule []int64           `json:"retry_schedule_ms"`
-	MaxEndpoints  *int64            `json:"max_endpoints"`
+	Name            string            `json:"name"`
+	Metadata        map[string]string `json:"metadata"`
+	RetrySchedule   []int64           `json:"retry_schedule_ms"`
+	MaxEndpoints    *int64            `json:"max_endpoints"`
+	EventsPerSecond *int64            `json:"events_per_second"`
 }
 
 // TenantPatch is the body of PATCH /v1/tenants/{id}; null sets a quota
 // back to the operator's default.
 type TenantPatch struct {
-	Name          Optional[string]            `json:"name"`
-	Metadata      Optional[map[string]string] `json:"metadata"`
-	RetrySchedule Optional[[]int64]           `json:"retry_schedule_ms"`
-	MaxEndpoints  Optional[int64]             `json:"max_endpoints"`
+	Name            Optional[string]            `json:"name"`
+	Metadata        Optional[map[string]string] `json:"metadata"`
+	RetrySchedule   Optional[[]int64]           `json:"retry_schedule_ms"`
+	MaxEndpoints    Optional[int64]             `json:"max_endpoints"`
+	EventsPerSecond Optional[int64]             `json:"events_per_second"`
 }
 
 // validateMaxEndpoints checks a tenant's endpoint quota. 0 is allowed: a
@@ -70,6 +75,14 @@ type TenantPatch struct {
 func validateMaxEndpoints(v int64) []FieldError {
 	if v < 0 || v > MaxEndpointsLimit {
 		return []FieldError{{"max_endpoints", fmt.Sprintf("must be from 0 to %d, or null for the server's default", MaxEndpointsLimit)}}
+	}
+	return nil
+}
+
+// validateEventsPerSecond checks a tenant's ingest quota: 0 is no limit.
+func validateEventsPerSecond(v int64) []FieldError {
+	if v < 0 || v > MaxEventsPerSecond {
+		return []FieldError{{"events_per_second", fmt.Sprintf("must be from 0 (no limit) to %d, or null for the server's default", MaxEventsPerSecond)}}
 	}
 	return nil
 }
@@ -100,13 +113,16 @@ func (a *API) createTenant(r *request) {
 	if in.MaxEndpoints != nil {
 		errs = append(errs, validateMaxEndpoints(*in.MaxEndpoints)...)
 	}
+	if in.EventsPerSecond != nil {
+		errs = append(errs, validateEventsPerSecond(*in.EventsPerSecond)...)
+	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
 	}
 	now := ms(a.now())
 	t := &sluicev1.Tenant{Id: ids.New(ids.Tenant), Name: in.Name, Metadata: in.Metadata, RetryScheduleMs: in.RetrySchedule,
-		MaxEndpoints: optionalUint32(in.MaxEndpoints), CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
+		MaxEndpoints: optionalUint32(in.MaxEndpoints), EventsPerSecond: optionalUint32(in.EventsPerSecond), CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
 	ctx, cancel := a.writeCtx()
 	defer cancel()
 	if _, err := a.store.Update(ctx, t.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
@@ -172,6 +188,9 @@ func (a *API) patchTenant(r *request) {
 	if in.MaxEndpoints.Set && !in.MaxEndpoints.Null {
 		errs = append(errs, validateMaxEndpoints(in.MaxEndpoints.Value)...)
 	}
+	if in.EventsPerSecond.Set && !in.EventsPerSecond.Null {
+		errs = append(errs, validateEventsPerSecond(in.EventsPerSecond.Value)...)
+	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
@@ -201,6 +220,12 @@ func (a *API) patchTenant(r *request) {
 			t.MaxEndpoints = nil
 			if !in.MaxEndpoints.Null {
 				t.MaxEndpoints = optionalUint32(&in.MaxEndpoints.Value)
+			}
+		}
+		if in.EventsPerSecond.Set {
+			t.EventsPerSecond = nil
+			if !in.EventsPerSecond.Null {
+				t.EventsPerSecond = optionalUint32(&in.EventsPerSecond.Value)
 			}
 		}
 		if proto.Equal(before, t) {

@@ -67,6 +67,10 @@ type TenantsConfig struct {
 	// it bounds one event's fan-out; api.MaxEndpointsLimit (10,000) is the
 	// most it may be.
 	MaxEndpoints int
+	// EventsPerSecond bounds the events a tenant sends through one ingest
+	// replica; 0 is no limit. Each replica keeps its own buckets, so N
+	// replicas admit up to N times it.
+	EventsPerSecond int
 }
 
 // RouterConfig are the settings of the router stage.
@@ -119,6 +123,8 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Events.MaxBatch, "events-max-batch", 500, "events in one POST /v1/events/batch at most")
 	l.Int(&c.Tenants.MaxEndpoints, "tenant-max-endpoints", api.DefaultMaxEndpoints,
 		"endpoints a tenant may have, unless its max_endpoints says otherwise")
+	l.Int(&c.Tenants.EventsPerSecond, "tenant-events-per-second", 0,
+		"events per second a tenant may send through this replica, unless its events_per_second says otherwise; 0 is no limit")
 }
 
 // Validate checks every setting.
@@ -172,6 +178,9 @@ func (c Config) Validate() error {
 	}
 	if n := c.Tenants.MaxEndpoints; n < 1 || n > api.MaxEndpointsLimit {
 		errs = append(errs, fmt.Errorf("tenant-max-endpoints must be from 1 to %d, got %d", api.MaxEndpointsLimit, n))
+	}
+	if n := c.Tenants.EventsPerSecond; n < 0 || n > api.MaxEventsPerSecond {
+		errs = append(errs, fmt.Errorf("tenant-events-per-second must be from 0 (no limit) to %d, got %d", api.MaxEventsPerSecond, n))
 	}
 	return errors.Join(errs...)
 }

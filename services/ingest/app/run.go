@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg Config) error {
 		// election, after which the client is told to retry.
 		WriteTimeout: 10 * time.Second,
 		Events:       events,
-		Tenants:      api.TenantLimits{MaxEndpoints: cfg.Tenants.MaxEndpoints},
+		Tenants:      api.TenantLimits{MaxEndpoints: cfg.Tenants.MaxEndpoints, EventsPerSecond: cfg.Tenants.EventsPerSecond},
 		Log:          logquery.New(chConn, cfg.ClickHouse.Database),
 		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries,
 			Dead: api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}},
