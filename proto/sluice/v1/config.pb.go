@@ -410,7 +410,9 @@ type Endpoint struct {
 	PreviousSecretSealed      []byte            `protobuf:"bytes,9,opt,name=previous_secret_sealed,json=previousSecretSealed,proto3" json:"previous_secret_sealed,omitempty"`
 	PreviousSecretExpiresAtMs int64             `protobuf:"varint,10,opt,name=previous_secret_expires_at_ms,json=previousSecretExpiresAtMs,proto3" json:"previous_secret_expires_at_ms,omitempty"`
 	Metadata                  map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Custom request headers.
+	// Custom request headers in clear, as endpoints written before
+	// headers_sealed were stored. Read only for those; the API moves them
+	// into headers_sealed at the endpoint's next write.
 	Headers map[string]string `protobuf:"bytes,12,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// 0 means the default.
 	MaxInFlight uint32 `protobuf:"varint,13,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
@@ -430,8 +432,13 @@ type Endpoint struct {
 	// success; 0 when it is not failing. An endpoint failing for the
 	// configured time (5 days by default) is disabled.
 	FailingSinceMs int64 `protobuf:"varint,21,opt,name=failing_since_ms,json=failingSinceMs,proto3" json:"failing_since_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Custom request headers, which carry receivers' credentials: each value
+	// AES-256-GCM sealed like the signing secret, with HeaderSealAAD(id,
+	// name) as additional data, so a sealed value opens only on this
+	// endpoint under this name.
+	HeadersSealed map[string][]byte `protobuf:"bytes,22,rep,name=headers_sealed,json=headersSealed,proto3" json:"headers_sealed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -611,6 +618,13 @@ func (x *Endpoint) GetFailingSinceMs() int64 {
 	return 0
 }
 
+func (x *Endpoint) GetHeadersSealed() map[string][]byte {
+	if x != nil {
+		return x.HeadersSealed
+	}
+	return nil
+}
+
 var File_sluice_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_config_proto_rawDesc = "" +
@@ -644,7 +658,7 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\bkey_hash\x18\x04 \x01(\fR\akeyHash\x12\x16\n" +
 	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\x12\n" +
-	"\x04etag\x18\a \x01(\tR\x04etag\"\xa7\a\n" +
+	"\x04etag\x18\a \x01(\tR\x04etag\"\xb8\b\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x10\n" +
@@ -670,13 +684,17 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rupdated_at_ms\x18\x12 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x13 \x01(\tR\x04etag\x12*\n" +
 	"\x11retry_schedule_ms\x18\x14 \x03(\x03R\x0fretryScheduleMs\x12(\n" +
-	"\x10failing_since_ms\x18\x15 \x01(\x03R\x0efailingSinceMs\x1a;\n" +
+	"\x10failing_since_ms\x18\x15 \x01(\x03R\x0efailingSinceMs\x12M\n" +
+	"\x0eheaders_sealed\x18\x16 \x03(\v2&.sluice.v1.Endpoint.HeadersSealedEntryR\rheadersSealed\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*l\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
+	"\x12HeadersSealedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01*l\n" +
 	"\x0eEndpointStatus\x12\x1f\n" +
 	"\x1bENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ENDPOINT_STATUS_ENABLED\x10\x01\x12\x1c\n" +
@@ -695,7 +713,7 @@ func file_sluice_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sluice_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_sluice_v1_config_proto_goTypes = []any{
 	(EndpointStatus)(0),  // 0: sluice.v1.EndpointStatus
 	(*ConfigRecord)(nil), // 1: sluice.v1.ConfigRecord
@@ -705,6 +723,7 @@ var file_sluice_v1_config_proto_goTypes = []any{
 	nil,                  // 5: sluice.v1.Tenant.MetadataEntry
 	nil,                  // 6: sluice.v1.Endpoint.MetadataEntry
 	nil,                  // 7: sluice.v1.Endpoint.HeadersEntry
+	nil,                  // 8: sluice.v1.Endpoint.HeadersSealedEntry
 }
 var file_sluice_v1_config_proto_depIdxs = []int32{
 	2, // 0: sluice.v1.ConfigRecord.tenant:type_name -> sluice.v1.Tenant
@@ -714,11 +733,12 @@ var file_sluice_v1_config_proto_depIdxs = []int32{
 	0, // 4: sluice.v1.Endpoint.status:type_name -> sluice.v1.EndpointStatus
 	6, // 5: sluice.v1.Endpoint.metadata:type_name -> sluice.v1.Endpoint.MetadataEntry
 	7, // 6: sluice.v1.Endpoint.headers:type_name -> sluice.v1.Endpoint.HeadersEntry
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 7: sluice.v1.Endpoint.headers_sealed:type_name -> sluice.v1.Endpoint.HeadersSealedEntry
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_config_proto_init() }
@@ -738,7 +758,7 @@ func file_sluice_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_config_proto_rawDesc), len(file_sluice_v1_config_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -30,7 +31,9 @@ type EndpointJSON struct {
 	Status         string            `json:"status"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	Metadata       map[string]string `json:"metadata"`
-	Headers        map[string]string `json:"headers"`
+	// Headers are the custom headers' names with their values redacted
+	// (redactHeader): the values carry receivers' credentials.
+	Headers map[string]string `json:"headers"`
 	// MaxInFlight and TimeoutMs are null when the endpoint sets none: the
 	// sender's SLUICE_ENDPOINT_MAX_IN_FLIGHT and SLUICE_REQUEST_TIMEOUT
 	// then apply, as they are when it sends.
@@ -46,10 +49,10 @@ type EndpointJSON struct {
 	Secret        string     `json:"secret,omitempty"`
 }
 
-func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
+func (a *API) endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	out := EndpointJSON{
 		ID: e.Id, Tenant: e.TenantId, URL: e.Url, Description: e.Description, Events: e.EventTypes,
-		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: e.Headers,
+		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: a.redactedHeaders(e),
 		Ordered: e.Ordered, RetrySchedule: e.RetryScheduleMs, Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
 	}
 	if out.RetrySchedule == nil {
@@ -80,10 +83,89 @@ func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	if out.Metadata == nil {
 		out.Metadata = map[string]string{}
 	}
-	if out.Headers == nil {
-		out.Headers = map[string]string{}
+	return out
+}
+
+// redactedMask stands for a custom header's value in answers.
+const redactedMask = "********"
+
+// redactHeader is how an answer shows a custom header value: the mask,
+// and the last 4 characters of a value of 16 or more, so a user can tell
+// which credential is set, as with a card number, while at least 12
+// characters (over 70 bits of a random token) stay hidden. A shorter value
+// shows none: 4 of 6 characters would give most of it away.
+func redactHeader(v string) string {
+	r := []rune(v)
+	if len(r) < 16 {
+		return redactedMask
+	}
+	return redactedMask + string(r[len(r)-4:])
+}
+
+// openHeader is the value of e's custom header name, sealed or (written
+// before sealing) in clear; ok is false when there is none or it does not
+// open (another secrets key).
+func (a *API) openHeader(e *sluicev1.Endpoint, name string) (string, bool) {
+	if e == nil {
+		return "", false
+	}
+	if sealed, ok := e.HeadersSealed[name]; ok {
+		v, err := a.box.Open(sealed, sluicev1.HeaderSealAAD(e.Id, name))
+		return string(v), err == nil
+	}
+	v, ok := e.Headers[name]
+	return v, ok
+}
+
+// redactedHeaders are e's custom headers as answers show them. A value
+// that does not open shows as the bare mask; the sender refuses to send
+// it (the attempt is blocked, saying why).
+func (a *API) redactedHeaders(e *sluicev1.Endpoint) map[string]string {
+	out := make(map[string]string, len(e.HeadersSealed)+len(e.Headers))
+	for name := range e.Headers {
+		out[name] = ""
+	}
+	for name := range e.HeadersSealed {
+		out[name] = ""
+	}
+	for name := range out {
+		v, _ := a.openHeader(e, name)
+		out[name] = redactHeader(v)
 	}
 	return out
+}
+
+// sealHeaders makes plain e's custom headers, sealed, replacing any it had
+// (in clear too). A value equal to the current one of old, or to the
+// redacted form an answer showed of it, keeps the current sealed bytes: a
+// client writing back what it read keeps the credential, and a write that
+// changes nothing keeps the etag. Any other value starting with the mask
+// is refused, since it can only be a redacted value sent for the wrong
+// header.
+func (a *API) sealHeaders(e *sluicev1.Endpoint, plain map[string]string, old *sluicev1.Endpoint) []FieldError {
+	var errs []FieldError
+	var sealed map[string][]byte
+	for name, v := range plain {
+		if sealed == nil {
+			sealed = make(map[string][]byte, len(plain))
+		}
+		cur, ok := a.openHeader(old, name)
+		switch {
+		case ok && (v == cur || v == redactHeader(cur)):
+			if b, isSealed := old.HeadersSealed[name]; isSealed {
+				sealed[name] = b
+				continue
+			}
+			v = cur // in clear before: sealed now
+		case strings.HasPrefix(v, redactedMask):
+			errs = append(errs, FieldError{"headers." + trunc(name),
+				"is a redacted value, not the one this header has; send the value itself"})
+			continue
+		}
+		sealed[name] = a.box.Seal([]byte(v), sluicev1.HeaderSealAAD(e.Id, name))
+	}
+	e.Headers, e.HeadersSealed = nil, sealed
+	return errs
 }
 
 // EndpointCreate is the body of POST /v1/endpoints.
@@ -225,6 +307,7 @@ func (a *API) createEndpoint(r *request) {
 		errs = append(errs, serrs...)
 		secret = raw
 	}
+	errs = append(errs, a.sealHeaders(e, e.Headers, nil)...)
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
@@ -252,7 +335,7 @@ func (a *API) createEndpoint(r *request) {
 		a.writeFailed(r, "endpoint "+e.Id, err)
 		return
 	}
-	out := endpointJSON(e)
+	out := a.endpointJSON(e)
 	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
@@ -295,14 +378,14 @@ func (a *API) listEndpoints(r *request) {
 		invalid(r.RequestCtx, errs)
 		return
 	}
-	var out []EndpointJSON
+	var eps []*sluicev1.Endpoint
 	for _, rec := range a.store.TenantObjects(r.caller.tenant) {
 		e := rec.GetEndpoint()
 		if e == nil {
 			continue
 		}
-		j := endpointJSON(e)
-		if status != "" && j.Status != status {
+		disabled := e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+		if status != "" && disabled != (status == "disabled") {
 			continue
 		}
 		if eventType != "" {
@@ -311,9 +394,15 @@ func (a *API) listEndpoints(r *request) {
 				continue
 			}
 		}
-		out = append(out, j)
+		eps = append(eps, e)
 	}
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, paginate(out, func(e EndpointJSON) string { return e.ID }, limit, after))
+	// Only the page is shown: showing an endpoint opens its sealed headers.
+	p := paginate(eps, func(e *sluicev1.Endpoint) string { return e.Id }, limit, after)
+	out := page[EndpointJSON]{Data: make([]EndpointJSON, len(p.Data)), NextCursor: p.NextCursor}
+	for i, e := range p.Data {
+		out.Data[i] = a.endpointJSON(e)
+	}
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)
 }
 
 func (a *API) getEndpoint(r *request) {
@@ -323,7 +412,7 @@ func (a *API) getEndpoint(r *request) {
 		return
 	}
 	setEtag(r, e.Etag)
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, a.endpointJSON(e))
 }
 
 // updateEndpoint runs change on the caller's endpoint under If-Match and
@@ -347,6 +436,17 @@ func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error
 		if proto.Equal(before, e) {
 			return nil, unchanged{cur}
 		}
+		// Headers stored in clear before sealing existed are sealed at
+		// the endpoint's first write since.
+		for name, v := range e.Headers {
+			if _, ok := e.HeadersSealed[name]; !ok {
+				if e.HeadersSealed == nil {
+					e.HeadersSealed = map[string][]byte{}
+				}
+				e.HeadersSealed[name] = a.box.Seal([]byte(v), sluicev1.HeaderSealAAD(e.Id, name))
+			}
+		}
+		e.Headers = nil
 		e.UpdatedAtMs, e.Etag = ms(a.now()), newEtag()
 		return endpointRecord(e), nil
 	})
@@ -363,7 +463,7 @@ func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error
 
 func (a *API) answerEndpoint(r *request, e *sluicev1.Endpoint) {
 	setEtag(r, e.Etag)
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, a.endpointJSON(e))
 }
 
 func (a *API) patchEndpoint(r *request) {
@@ -378,7 +478,13 @@ func (a *API) patchEndpoint(r *request) {
 		return
 	}
 	if e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		old := proto.CloneOf(e)
 		in.apply(e, a.opts.RequireHTTPS)
+		if in.Headers.Set {
+			if errs := a.sealHeaders(e, in.Headers.Value, old); len(errs) > 0 {
+				return invalidError{errs}
+			}
+		}
 		return nil
 	}); ok {
 		a.answerEndpoint(r, e)
@@ -442,7 +548,7 @@ func (a *API) rotateSecret(r *request) {
 	if !ok {
 		return
 	}
-	out := endpointJSON(e)
+	out := a.endpointJSON(e)
 	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)

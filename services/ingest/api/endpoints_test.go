@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/services/ingest/api"
 )
@@ -42,6 +46,7 @@ func testEndpointRoutes(t *testing.T, e *env) {
 		{"https only", testHTTPSOnly},
 		{"concurrent patches", testConcurrentPatches},
 		{"unset limits are stored unset", testUnsetLimitsAreStoredUnset},
+		{"custom headers are sealed and redacted", testHeadersSealedAndRedacted},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
@@ -91,7 +96,7 @@ func testEndpointCRUD(t *testing.T, e *env) {
 	wantEndpoint(t, full, api.EndpointJSON{
 		ID: full.ID, Tenant: ten.ID, URL: "http://hooks.example.org:8080/in?src=sluice", Description: "orders",
 		Events: []string{"order.*", "invoice.paid"}, Status: "enabled", Metadata: map[string]string{"team": "billing"},
-		Headers: map[string]string{"X-Team": "billing"}, MaxInFlight: ptr[uint32](3), RateLimit: &rate, Ordered: true, TimeoutMs: ptr[int64](2000),
+		Headers: map[string]string{"X-Team": "********"}, MaxInFlight: ptr[uint32](3), RateLimit: &rate, Ordered: true, TimeoutMs: ptr[int64](2000),
 		Created: full.Created, Updated: full.Created, Etag: full.Etag, Secret: custom,
 	})
 
@@ -268,7 +273,7 @@ func testEndpointPatch(t *testing.T, e *env) {
 	})
 	patch("lists and maps replaced, not merged", `{"events":["invoice.paid"],"metadata":{"owner":"ops"},"headers":{"X-Env":"prod"}}`,
 		func(w *api.EndpointJSON) {
-			w.Events, w.Metadata, w.Headers = []string{"invoice.paid"}, map[string]string{"owner": "ops"}, map[string]string{"X-Env": "prod"}
+			w.Events, w.Metadata, w.Headers = []string{"invoice.paid"}, map[string]string{"owner": "ops"}, map[string]string{"X-Env": "********"}
 		})
 	patch("null empties lists and maps", `{"events":null,"metadata":null,"headers":null,"description":null,"ordered":null}`,
 		func(w *api.EndpointJSON) {
@@ -601,4 +606,91 @@ func testUnsetLimitsAreStoredUnset(t *testing.T, e *env) {
 		t.Fatalf("patch null: %d %s", status, raw)
 	}
 	wantUnset("patched to null", raw, id)
+}
+
+// testHeadersSealedAndRedacted: custom header values carry receivers'
+// credentials, so they are stored sealed and shown redacted (review M5):
+// no answer and no stored record holds a value in clear.
+func testHeadersSealedAndRedacted(t *testing.T, e *env) {
+	_, key := newTenant(t, e.server, "Headers")
+	const token = "Bearer sk_live_51Hx9QmKc0a1b2c3d4e5f6"
+	const short = "s3cret"
+	wantHidden := func(what string, raw []byte) {
+		t.Helper()
+		for _, v := range []string{token, short, "sk_live_51Hx9QmKc0a1b2c3d4e5f6", "51Hx9QmKc0a1b2c3"} {
+			if bytes.Contains(raw, []byte(v)) {
+				t.Fatalf("%s shows the header value %q: %s", what, v, raw)
+			}
+		}
+	}
+	created, _, raw := call[api.EndpointJSON](t, e.server, 201, "POST", "/v1/endpoints", key, map[string]any{
+		"url": "https://example.com/hooks", "headers": map[string]string{"Authorization": token, "X-Short": short}})
+	wantHidden("the create answer", raw)
+	// The last 4 characters tell credentials apart; a short value shows
+	// none, since 4 of 6 characters would give most of it away.
+	want := map[string]string{"Authorization": "********e5f6", "X-Short": "********"}
+	if !maps.Equal(created.Headers, want) {
+		t.Fatalf("create shows headers %v, want %v", created.Headers, want)
+	}
+	path := "/v1/endpoints/" + created.ID
+	got, _, raw := call[api.EndpointJSON](t, e.server, 200, "GET", path, key, nil)
+	wantHidden("GET", raw)
+	if !maps.Equal(got.Headers, want) {
+		t.Fatalf("GET shows headers %v, want %v", got.Headers, want)
+	}
+	_, _, raw = call[page[api.EndpointJSON]](t, e.server, 200, "GET", "/v1/endpoints", key, nil)
+	wantHidden("the list", raw)
+
+	// Stored sealed, bound to the endpoint and the header's name.
+	stored, ok := e.store.Endpoint(created.ID)
+	if !ok {
+		t.Fatal("the endpoint is not in the store")
+	}
+	b, err := proto.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHidden("the stored record", b)
+	if len(stored.Headers) != 0 || len(stored.HeadersSealed) != 2 {
+		t.Fatalf("stored headers %v in clear and %d sealed, want none in clear and 2 sealed", stored.Headers, len(stored.HeadersSealed))
+	}
+	opened, err := e.box.Open(stored.HeadersSealed["Authorization"], sluicev1.HeaderSealAAD(created.ID, "Authorization"))
+	if err != nil || string(opened) != token {
+		t.Fatalf("opening the sealed Authorization: %q, %v", opened, err)
+	}
+	for _, wrong := range []string{sluicev1.HeaderSealAAD(created.ID, "X-Short"), sluicev1.HeaderSealAAD("ep_other", "Authorization"), created.ID} {
+		if _, err := e.box.Open(stored.HeadersSealed["Authorization"], wrong); err == nil {
+			t.Fatalf("the sealed Authorization opens as %q too: it could be moved there", wrong)
+		}
+	}
+
+	// A PATCH sending back what GET showed keeps the stored value: a
+	// read-modify-write does not replace a credential with its mask.
+	patched, _, raw := call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, map[string]any{
+		"headers": map[string]string{"Authorization": "********e5f6", "X-Short": "********", "X-New": "added"}})
+	wantHidden("the patch answer", raw)
+	after, _ := e.store.Endpoint(created.ID)
+	if !bytes.Equal(after.HeadersSealed["Authorization"], stored.HeadersSealed["Authorization"]) ||
+		!bytes.Equal(after.HeadersSealed["X-Short"], stored.HeadersSealed["X-Short"]) {
+		t.Fatalf("sending the redacted values back changed the stored ones")
+	}
+	if v, err := e.box.Open(after.HeadersSealed["X-New"], sluicev1.HeaderSealAAD(created.ID, "X-New")); err != nil || string(v) != "added" {
+		t.Fatalf("the added header opens to %q, %v", v, err)
+	}
+	if patched.Headers["X-New"] != "********" {
+		t.Fatalf("patch shows %v", patched.Headers)
+	}
+	// The same headers again change nothing, etag included.
+	again, _, _ := call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, map[string]any{
+		"headers": map[string]string{"Authorization": token, "X-Short": "********", "X-New": "added"}})
+	if again.Etag != patched.Etag {
+		t.Fatalf("patching the same header values moved the etag %s → %s", patched.Etag, again.Etag)
+	}
+	// A new value replaces it.
+	call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, `{"headers":{"Authorization":"Bearer rotated-token-0000000000"}}`)
+	last, _ := e.store.Endpoint(created.ID)
+	if v, err := e.box.Open(last.HeadersSealed["Authorization"], sluicev1.HeaderSealAAD(created.ID, "Authorization")); err != nil ||
+		string(v) != "Bearer rotated-token-0000000000" || len(last.HeadersSealed) != 1 {
+		t.Fatalf("after replacing the headers: %q, %v, %d headers", v, err, len(last.HeadersSealed))
+	}
 }
