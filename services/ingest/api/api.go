@@ -92,7 +92,6 @@ type API struct {
 	adminHash [32]byte
 	routes    []route
 	openapi   []byte
-	jobs      recoverJobs
 	quotas    eventQuotas
 }
 

@@ -71,6 +71,9 @@ type TenantsConfig struct {
 	// replica; 0 is no limit. Each replica keeps its own buckets, so N
 	// replicas admit up to N times it.
 	EventsPerSecond int
+	// MaxRecoverJobs bounds a tenant's recover jobs running at once (each
+	// reads the whole dead-letter topic with a client of its own).
+	MaxRecoverJobs int
 }
 
 // RouterConfig are the settings of the router stage.
@@ -125,6 +128,8 @@ func register(c *Config, l *config.Loader) {
 		"endpoints a tenant may have, unless its max_endpoints says otherwise")
 	l.Int(&c.Tenants.EventsPerSecond, "tenant-events-per-second", 0,
 		"events per second a tenant may send through this replica, unless its events_per_second says otherwise; 0 is no limit")
+	l.Int(&c.Tenants.MaxRecoverJobs, "tenant-max-recover-jobs", api.DefaultMaxRecoverJobs,
+		"recover jobs of one tenant running at once, across replicas")
 }
 
 // Validate checks every setting.
@@ -181,6 +186,11 @@ func (c Config) Validate() error {
 	}
 	if n := c.Tenants.EventsPerSecond; n < 0 || n > api.MaxEventsPerSecond {
 		errs = append(errs, fmt.Errorf("tenant-events-per-second must be from 0 (no limit) to %d, got %d", api.MaxEventsPerSecond, n))
+	}
+	// Each running job is a Kafka client reading every dead-letter
+	// partition; 100 per tenant is already far more than one needs.
+	if n := c.Tenants.MaxRecoverJobs; n < 1 || n > 100 {
+		errs = append(errs, fmt.Errorf("tenant-max-recover-jobs must be from 1 to 100, got %d", n))
 	}
 	return errors.Join(errs...)
 }
