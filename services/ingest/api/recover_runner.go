@@ -430,7 +430,7 @@ func (rr *RecoverRunner) scan(ctx context.Context, job *sluicev1.RecoverJob) job
 						job.Truncated = true
 						return finish(done, "")
 					}
-					if end := rr.recoverOne(ctx, job, rec, deadline); end != 0 {
+					if end := rr.recoverOne(ctx, job, rec, deadline, leaseUntil); end != 0 {
 						if end == jobFinished && job.Status == incomplete {
 							return outOfTime()
 						}
@@ -453,8 +453,10 @@ func (rr *RecoverRunner) scan(ctx context.Context, job *sluicev1.RecoverJob) job
 
 // recoverOne re-sends the dead letter rec as a fresh delivery (origin
 // recover, attempts reset; the same event id, so the same webhook-id) and
-// counts it; 0 means go on.
-func (rr *RecoverRunner) recoverOne(ctx context.Context, job *sluicev1.RecoverJob, rec *kgo.Record, deadline time.Time) jobEnd {
+// counts it; 0 means go on. While the producer's buffer is full it waits,
+// as long as the job has time and its lease lasts.
+func (rr *RecoverRunner) recoverOne(ctx context.Context, job *sluicev1.RecoverJob, rec *kgo.Record,
+	deadline, leaseUntil time.Time) jobEnd {
 	d := &sluicev1.Delivery{}
 	if err := proto.Unmarshal(rec.Value, d); err != nil || d.SchemaVersion != sluicev1.SchemaVersion ||
 		d.TenantId != job.TenantId || d.EndpointId != job.EndpointId {
@@ -488,6 +490,8 @@ func (rr *RecoverRunner) recoverOne(ctx context.Context, job *sluicev1.RecoverJo
 		case !rr.now().Before(deadline):
 			job.Status = sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_INCOMPLETE
 			return jobFinished
+		case !rr.now().Before(leaseUntil):
+			return jobLost
 		}
 		// The producer's buffer is full (a burst of events): wait for room
 		// rather than fail the job.
