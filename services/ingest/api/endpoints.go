@@ -140,8 +140,9 @@ func (a *API) redactedHeaders(e *sluicev1.Endpoint) map[string]string {
 // redacted form an answer showed of it, keeps the current sealed bytes: a
 // client writing back what it read keeps the credential, and a write that
 // changes nothing keeps the etag. Any other value starting with the mask
-// is refused, since it can only be a redacted value sent for the wrong
-// header.
+// is refused: it is a redacted value that does not stand for this
+// header's value (sent under another name, or the value does not open),
+// and storing the mask would silently break the receiver's credential.
 func (a *API) sealHeaders(e *sluicev1.Endpoint, plain map[string]string, old *sluicev1.Endpoint) []FieldError {
 	var errs []FieldError
 	var sealed map[string][]byte

@@ -239,9 +239,10 @@ func (k KafkaDeadLetters) Reader(from map[int32]int64) (*kgo.Client, error) {
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.Topic: offsets}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
-		// 4 MiB a fetch, 1 MiB a partition (the default), and franz-go
-		// buffers one fetch per broker: a few MiB per running job, at
-		// most MaxRunning (4) jobs per replica.
+		// 4 MiB a fetch (1 MiB a partition, the default); franz-go has at
+		// most one fetch in flight per broker and buffers it until
+		// polled: 4 MiB per broker per running job, and a replica runs at
+		// most 4 jobs.
 		kgo.FetchMaxBytes(4<<20),
 	)
 }

@@ -60,7 +60,8 @@ type EventsConfig struct {
 }
 
 // TenantsConfig are the operator's defaults of the per-tenant quotas; an
-// admin overrides them per tenant (the tenant's max_endpoints).
+// admin overrides the first two per tenant (max_endpoints,
+// events_per_second).
 type TenantsConfig struct {
 	// MaxEndpoints bounds a tenant's endpoints. Each matching endpoint is
 	// one delivery with the whole payload in the router's transaction, so
