@@ -110,6 +110,10 @@ type RecoverRunner struct {
 	mu   sync.Mutex
 	jobs map[string]*sluicev1.RecoverJob // every job in the view; shared, read-only
 	mine map[string]bool                 // jobs this runner is running
+	// early holds the changes applied before the snapshot was loaded:
+	// they are newer than it, so they are replayed after it.
+	early  []configstore.Change
+	loaded bool
 }
 
 // NewRecoverRunner builds a runner; Run runs it.
@@ -171,6 +175,8 @@ func (rr *RecoverRunner) Run(ctx context.Context) error {
 	}
 }
 
+// load takes the snapshot Subscribe returned, then the changes applied
+// since.
 func (rr *RecoverRunner) load(snap map[string]*sluicev1.ConfigRecord) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
@@ -179,6 +185,10 @@ func (rr *RecoverRunner) load(snap map[string]*sluicev1.ConfigRecord) {
 			rr.jobs[id] = j
 		}
 	}
+	for _, c := range rr.early {
+		rr.applyLocked(c)
+	}
+	rr.early, rr.loaded = nil, true
 }
 
 // apply follows the view; it runs under the store's lock, so it only
@@ -188,13 +198,21 @@ func (rr *RecoverRunner) apply(c configstore.Change) {
 		return
 	}
 	rr.mu.Lock()
+	if rr.loaded {
+		rr.applyLocked(c)
+	} else {
+		rr.early = append(rr.early, c)
+	}
+	rr.mu.Unlock()
+	rr.poke()
+}
+
+func (rr *RecoverRunner) applyLocked(c configstore.Change) {
 	if j := c.New.GetRecoverJob(); j != nil {
 		rr.jobs[c.Key] = j
 	} else {
 		delete(rr.jobs, c.Key)
 	}
-	rr.mu.Unlock()
-	rr.poke()
 }
 
 func (rr *RecoverRunner) poke() {
