@@ -1,6 +1,6 @@
 // Package configstore materialises the compacted topic sluice.config — the
-// tenants, API keys and endpoints of the control plane (DESIGN §4) — in
-// memory. Every service keeps one Store; the ingest API writes through it.
+// tenants, API keys and endpoints of the control plane (DESIGN §4), and
+// the recover jobs the ingest replicas share — in memory. Every service keeps one Store; the ingest API writes through it.
 //
 // Reads are served from memory. Writes are conditional: Update hands the
 // caller the current version of the object and writes what it returns, with
@@ -63,7 +63,7 @@ type Store struct {
 
 	mu      sync.RWMutex
 	objects map[string]*sluicev1.ConfigRecord
-	// byTenant indexes endpoints and API keys by tenant id.
+	// byTenant indexes endpoints, API keys and recover jobs by tenant id.
 	byTenant map[string]map[string]struct{}
 	keyHash  map[[32]byte]string // API key hash → key id
 	// next is the offset after the last record applied.
@@ -255,6 +255,8 @@ func owner(rec *sluicev1.ConfigRecord) (tenant string, keyHash *[32]byte) {
 			return o.ApiKey.TenantId, &h
 		}
 		return o.ApiKey.TenantId, nil
+	case *sluicev1.ConfigRecord_RecoverJob:
+		return o.RecoverJob.TenantId, nil
 	}
 	return "", nil
 }
@@ -352,8 +354,8 @@ func (s *Store) APIKeyByHash(hash [32]byte) (*sluicev1.APIKey, bool) {
 	return s.objects[id].GetApiKey(), true
 }
 
-// TenantObjects returns the ids of a tenant's endpoints and API keys,
-// sorted (ids are time-ordered, so this is creation order).
+// TenantObjects returns a tenant's endpoints, API keys and recover jobs,
+// sorted by id (ids are time-ordered, so this is creation order).
 func (s *Store) TenantObjects(tenant string) []*sluicev1.ConfigRecord {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

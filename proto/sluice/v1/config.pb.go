@@ -73,6 +73,66 @@ func (EndpointStatus) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_v1_config_proto_rawDescGZIP(), []int{0}
 }
 
+type RecoverJobStatus int32
+
+const (
+	RecoverJobStatus_RECOVER_JOB_STATUS_UNSPECIFIED RecoverJobStatus = 0
+	// Waiting for a replica, or being run by its owner.
+	RecoverJobStatus_RECOVER_JOB_STATUS_RUNNING RecoverJobStatus = 1
+	// Read every partition up to its end offset (or stopped at its limit,
+	// truncated).
+	RecoverJobStatus_RECOVER_JOB_STATUS_DONE RecoverJobStatus = 2
+	// The time budget ran out first; the partitions say how far it read.
+	RecoverJobStatus_RECOVER_JOB_STATUS_INCOMPLETE RecoverJobStatus = 3
+	// Stopped by an error (the endpoint deleted or disabled, Kafka).
+	RecoverJobStatus_RECOVER_JOB_STATUS_FAILED RecoverJobStatus = 4
+)
+
+// Enum value maps for RecoverJobStatus.
+var (
+	RecoverJobStatus_name = map[int32]string{
+		0: "RECOVER_JOB_STATUS_UNSPECIFIED",
+		1: "RECOVER_JOB_STATUS_RUNNING",
+		2: "RECOVER_JOB_STATUS_DONE",
+		3: "RECOVER_JOB_STATUS_INCOMPLETE",
+		4: "RECOVER_JOB_STATUS_FAILED",
+	}
+	RecoverJobStatus_value = map[string]int32{
+		"RECOVER_JOB_STATUS_UNSPECIFIED": 0,
+		"RECOVER_JOB_STATUS_RUNNING":     1,
+		"RECOVER_JOB_STATUS_DONE":        2,
+		"RECOVER_JOB_STATUS_INCOMPLETE":  3,
+		"RECOVER_JOB_STATUS_FAILED":      4,
+	}
+)
+
+func (x RecoverJobStatus) Enum() *RecoverJobStatus {
+	p := new(RecoverJobStatus)
+	*p = x
+	return p
+}
+
+func (x RecoverJobStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RecoverJobStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_v1_config_proto_enumTypes[1].Descriptor()
+}
+
+func (RecoverJobStatus) Type() protoreflect.EnumType {
+	return &file_sluice_v1_config_proto_enumTypes[1]
+}
+
+func (x RecoverJobStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RecoverJobStatus.Descriptor instead.
+func (RecoverJobStatus) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
 // ConfigRecord is the value of every sluice.config record.
 type ConfigRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -82,6 +142,7 @@ type ConfigRecord struct {
 	//	*ConfigRecord_Tenant
 	//	*ConfigRecord_ApiKey
 	//	*ConfigRecord_Endpoint
+	//	*ConfigRecord_RecoverJob
 	Object        isConfigRecord_Object `protobuf_oneof:"object"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -158,6 +219,15 @@ func (x *ConfigRecord) GetEndpoint() *Endpoint {
 	return nil
 }
 
+func (x *ConfigRecord) GetRecoverJob() *RecoverJob {
+	if x != nil {
+		if x, ok := x.Object.(*ConfigRecord_RecoverJob); ok {
+			return x.RecoverJob
+		}
+	}
+	return nil
+}
+
 type isConfigRecord_Object interface {
 	isConfigRecord_Object()
 }
@@ -174,11 +244,17 @@ type ConfigRecord_Endpoint struct {
 	Endpoint *Endpoint `protobuf:"bytes,4,opt,name=endpoint,proto3,oneof"`
 }
 
+type ConfigRecord_RecoverJob struct {
+	RecoverJob *RecoverJob `protobuf:"bytes,5,opt,name=recover_job,json=recoverJob,proto3,oneof"`
+}
+
 func (*ConfigRecord_Tenant) isConfigRecord_Object() {}
 
 func (*ConfigRecord_ApiKey) isConfigRecord_Object() {}
 
 func (*ConfigRecord_Endpoint) isConfigRecord_Object() {}
+
+func (*ConfigRecord_RecoverJob) isConfigRecord_Object() {}
 
 // Tenant is one customer's namespace.
 type Tenant struct {
@@ -192,6 +268,14 @@ type Tenant struct {
 	// Overrides the default retry schedule for the tenant's endpoints
 	// (delays in milliseconds after the first attempt); empty means default.
 	RetryScheduleMs []int64 `protobuf:"varint,7,rep,packed,name=retry_schedule_ms,json=retryScheduleMs,proto3" json:"retry_schedule_ms,omitempty"`
+	// The most endpoints the tenant may have, set by the admin; absent means
+	// the operator's default (ingest's tenant-max-endpoints). At most 10,000:
+	// the router sizes a transaction's records on it.
+	MaxEndpoints *uint32 `protobuf:"varint,8,opt,name=max_endpoints,json=maxEndpoints,proto3,oneof" json:"max_endpoints,omitempty"`
+	// The events per second the tenant may send through each ingest replica,
+	// set by the admin; 0 is no limit, absent means the operator's default
+	// (ingest's tenant-events-per-second).
+	EventsPerSecond *uint32 `protobuf:"varint,9,opt,name=events_per_second,json=eventsPerSecond,proto3,oneof" json:"events_per_second,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -273,6 +357,20 @@ func (x *Tenant) GetRetryScheduleMs() []int64 {
 		return x.RetryScheduleMs
 	}
 	return nil
+}
+
+func (x *Tenant) GetMaxEndpoints() uint32 {
+	if x != nil && x.MaxEndpoints != nil {
+		return *x.MaxEndpoints
+	}
+	return 0
+}
+
+func (x *Tenant) GetEventsPerSecond() uint32 {
+	if x != nil && x.EventsPerSecond != nil {
+		return *x.EventsPerSecond
+	}
+	return 0
 }
 
 // APIKey is a tenant's key. Only its hash is stored.
@@ -388,7 +486,9 @@ type Endpoint struct {
 	PreviousSecretSealed      []byte            `protobuf:"bytes,9,opt,name=previous_secret_sealed,json=previousSecretSealed,proto3" json:"previous_secret_sealed,omitempty"`
 	PreviousSecretExpiresAtMs int64             `protobuf:"varint,10,opt,name=previous_secret_expires_at_ms,json=previousSecretExpiresAtMs,proto3" json:"previous_secret_expires_at_ms,omitempty"`
 	Metadata                  map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Custom request headers.
+	// Custom request headers in clear, as endpoints written before
+	// headers_sealed were stored. Read only for those; the API moves them
+	// into headers_sealed at the endpoint's next write.
 	Headers map[string]string `protobuf:"bytes,12,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// 0 means the default.
 	MaxInFlight uint32 `protobuf:"varint,13,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
@@ -408,8 +508,13 @@ type Endpoint struct {
 	// success; 0 when it is not failing. An endpoint failing for the
 	// configured time (5 days by default) is disabled.
 	FailingSinceMs int64 `protobuf:"varint,21,opt,name=failing_since_ms,json=failingSinceMs,proto3" json:"failing_since_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Custom request headers, which carry receivers' credentials: each value
+	// AES-256-GCM sealed like the signing secret, with HeaderSealAAD(id,
+	// name) as additional data, so a sealed value opens only on this
+	// endpoint under this name.
+	HeadersSealed map[string][]byte `protobuf:"bytes,22,rep,name=headers_sealed,json=headersSealed,proto3" json:"headers_sealed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
@@ -589,17 +694,299 @@ func (x *Endpoint) GetFailingSinceMs() int64 {
 	return 0
 }
 
+func (x *Endpoint) GetHeadersSealed() map[string][]byte {
+	if x != nil {
+		return x.HeadersSealed
+	}
+	return nil
+}
+
+// RecoverPartition is one partition of the dead-letter topic as a recover
+// job reads it: from start_offset up to end_offset - 1.
+type RecoverPartition struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition int32                  `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The first offset parked at or after the job's since, at creation.
+	StartOffset int64 `protobuf:"varint,2,opt,name=start_offset,json=startOffset,proto3" json:"start_offset,omitempty"`
+	// The partition's end (high watermark) at creation: the job reads no
+	// further, however the topic grows.
+	EndOffset int64 `protobuf:"varint,3,opt,name=end_offset,json=endOffset,proto3" json:"end_offset,omitempty"`
+	// The next offset to read: start_offset before any progress, end_offset
+	// once read.
+	NextOffset    int64 `protobuf:"varint,4,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverPartition) Reset() {
+	*x = RecoverPartition{}
+	mi := &file_sluice_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverPartition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverPartition) ProtoMessage() {}
+
+func (x *RecoverPartition) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverPartition.ProtoReflect.Descriptor instead.
+func (*RecoverPartition) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RecoverPartition) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *RecoverPartition) GetStartOffset() int64 {
+	if x != nil {
+		return x.StartOffset
+	}
+	return 0
+}
+
+func (x *RecoverPartition) GetEndOffset() int64 {
+	if x != nil {
+		return x.EndOffset
+	}
+	return 0
+}
+
+func (x *RecoverPartition) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+// RecoverJob re-sends an endpoint's dead letters parked in [since, until)
+// as new deliveries. Keyed by its id; any replica's view answers for it,
+// and a replica runs it while it holds the lease.
+type RecoverJob struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TenantId   string                 `protobuf:"bytes,2,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	EndpointId string                 `protobuf:"bytes,3,opt,name=endpoint_id,json=endpointId,proto3" json:"endpoint_id,omitempty"`
+	SinceMs    int64                  `protobuf:"varint,4,opt,name=since_ms,json=sinceMs,proto3" json:"since_ms,omitempty"`
+	UntilMs    int64                  `protobuf:"varint,5,opt,name=until_ms,json=untilMs,proto3" json:"until_ms,omitempty"`
+	Status     RecoverJobStatus       `protobuf:"varint,6,opt,name=status,proto3,enum=sluice.v1.RecoverJobStatus" json:"status,omitempty"`
+	// Dead letters of the endpoint read, re-sent, and unreadable.
+	Scanned   uint64 `protobuf:"varint,7,opt,name=scanned,proto3" json:"scanned,omitempty"`
+	Recovered uint64 `protobuf:"varint,8,opt,name=recovered,proto3" json:"recovered,omitempty"`
+	Skipped   uint64 `protobuf:"varint,9,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// Stopped at max_deliveries.
+	Truncated  bool                `protobuf:"varint,10,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Error      string              `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	Partitions []*RecoverPartition `protobuf:"bytes,12,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	// The replica running the job, "" when none; it holds the job until
+	// lease_expires_at_ms, renewing as it saves progress, after which
+	// another replica may take it over.
+	Owner            string `protobuf:"bytes,13,opt,name=owner,proto3" json:"owner,omitempty"`
+	LeaseExpiresAtMs int64  `protobuf:"varint,14,opt,name=lease_expires_at_ms,json=leaseExpiresAtMs,proto3" json:"lease_expires_at_ms,omitempty"`
+	CreatedAtMs      int64  `protobuf:"varint,15,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	UpdatedAtMs      int64  `protobuf:"varint,16,opt,name=updated_at_ms,json=updatedAtMs,proto3" json:"updated_at_ms,omitempty"`
+	FinishedAtMs     int64  `protobuf:"varint,17,opt,name=finished_at_ms,json=finishedAtMs,proto3" json:"finished_at_ms,omitempty"`
+	// When the job's time budget runs out: it ends incomplete.
+	DeadlineAtMs int64 `protobuf:"varint,18,opt,name=deadline_at_ms,json=deadlineAtMs,proto3" json:"deadline_at_ms,omitempty"`
+	// The most deliveries it re-sends.
+	MaxDeliveries uint32 `protobuf:"varint,19,opt,name=max_deliveries,json=maxDeliveries,proto3" json:"max_deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverJob) Reset() {
+	*x = RecoverJob{}
+	mi := &file_sluice_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverJob) ProtoMessage() {}
+
+func (x *RecoverJob) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverJob.ProtoReflect.Descriptor instead.
+func (*RecoverJob) Descriptor() ([]byte, []int) {
+	return file_sluice_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RecoverJob) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RecoverJob) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *RecoverJob) GetEndpointId() string {
+	if x != nil {
+		return x.EndpointId
+	}
+	return ""
+}
+
+func (x *RecoverJob) GetSinceMs() int64 {
+	if x != nil {
+		return x.SinceMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetUntilMs() int64 {
+	if x != nil {
+		return x.UntilMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetStatus() RecoverJobStatus {
+	if x != nil {
+		return x.Status
+	}
+	return RecoverJobStatus_RECOVER_JOB_STATUS_UNSPECIFIED
+}
+
+func (x *RecoverJob) GetScanned() uint64 {
+	if x != nil {
+		return x.Scanned
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetRecovered() uint64 {
+	if x != nil {
+		return x.Recovered
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *RecoverJob) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *RecoverJob) GetPartitions() []*RecoverPartition {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+func (x *RecoverJob) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *RecoverJob) GetLeaseExpiresAtMs() int64 {
+	if x != nil {
+		return x.LeaseExpiresAtMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetUpdatedAtMs() int64 {
+	if x != nil {
+		return x.UpdatedAtMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetFinishedAtMs() int64 {
+	if x != nil {
+		return x.FinishedAtMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetDeadlineAtMs() int64 {
+	if x != nil {
+		return x.DeadlineAtMs
+	}
+	return 0
+}
+
+func (x *RecoverJob) GetMaxDeliveries() uint32 {
+	if x != nil {
+		return x.MaxDeliveries
+	}
+	return 0
+}
+
 var File_sluice_v1_config_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x16sluice/v1/config.proto\x12\tsluice.v1\"\xcd\x01\n" +
+	"\x16sluice/v1/config.proto\x12\tsluice.v1\"\x87\x02\n" +
 	"\fConfigRecord\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12+\n" +
 	"\x06tenant\x18\x02 \x01(\v2\x11.sluice.v1.TenantH\x00R\x06tenant\x12,\n" +
 	"\aapi_key\x18\x03 \x01(\v2\x11.sluice.v1.APIKeyH\x00R\x06apiKey\x121\n" +
-	"\bendpoint\x18\x04 \x01(\v2\x13.sluice.v1.EndpointH\x00R\bendpointB\b\n" +
-	"\x06object\"\xae\x02\n" +
+	"\bendpoint\x18\x04 \x01(\v2\x13.sluice.v1.EndpointH\x00R\bendpoint\x128\n" +
+	"\vrecover_job\x18\x05 \x01(\v2\x15.sluice.v1.RecoverJobH\x00R\n" +
+	"recoverJobB\b\n" +
+	"\x06object\"\xb1\x03\n" +
 	"\x06Tenant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -607,10 +994,14 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rcreated_at_ms\x18\x04 \x01(\x03R\vcreatedAtMs\x12\"\n" +
 	"\rupdated_at_ms\x18\x05 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x06 \x01(\tR\x04etag\x12*\n" +
-	"\x11retry_schedule_ms\x18\a \x03(\x03R\x0fretryScheduleMs\x1a;\n" +
+	"\x11retry_schedule_ms\x18\a \x03(\x03R\x0fretryScheduleMs\x12(\n" +
+	"\rmax_endpoints\x18\b \x01(\rH\x00R\fmaxEndpoints\x88\x01\x01\x12/\n" +
+	"\x11events_per_second\x18\t \x01(\rH\x01R\x0feventsPerSecond\x88\x01\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x10\n" +
+	"\x0e_max_endpointsB\x14\n" +
+	"\x12_events_per_second\"\xb4\x01\n" +
 	"\x06APIKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
@@ -618,7 +1009,7 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\bkey_hash\x18\x04 \x01(\fR\akeyHash\x12\x16\n" +
 	"\x06prefix\x18\x05 \x01(\tR\x06prefix\x12\"\n" +
 	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12\x12\n" +
-	"\x04etag\x18\a \x01(\tR\x04etag\"\xa7\a\n" +
+	"\x04etag\x18\a \x01(\tR\x04etag\"\xb8\b\n" +
 	"\bEndpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x10\n" +
@@ -644,17 +1035,59 @@ const file_sluice_v1_config_proto_rawDesc = "" +
 	"\rupdated_at_ms\x18\x12 \x01(\x03R\vupdatedAtMs\x12\x12\n" +
 	"\x04etag\x18\x13 \x01(\tR\x04etag\x12*\n" +
 	"\x11retry_schedule_ms\x18\x14 \x03(\x03R\x0fretryScheduleMs\x12(\n" +
-	"\x10failing_since_ms\x18\x15 \x01(\x03R\x0efailingSinceMs\x1a;\n" +
+	"\x10failing_since_ms\x18\x15 \x01(\x03R\x0efailingSinceMs\x12M\n" +
+	"\x0eheaders_sealed\x18\x16 \x03(\v2&.sluice.v1.Endpoint.HeadersSealedEntryR\rheadersSealed\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*l\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a@\n" +
+	"\x12HeadersSealedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x93\x01\n" +
+	"\x10RecoverPartition\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\x05R\tpartition\x12!\n" +
+	"\fstart_offset\x18\x02 \x01(\x03R\vstartOffset\x12\x1d\n" +
+	"\n" +
+	"end_offset\x18\x03 \x01(\x03R\tendOffset\x12\x1f\n" +
+	"\vnext_offset\x18\x04 \x01(\x03R\n" +
+	"nextOffset\"\x88\x05\n" +
+	"\n" +
+	"RecoverJob\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1f\n" +
+	"\vendpoint_id\x18\x03 \x01(\tR\n" +
+	"endpointId\x12\x19\n" +
+	"\bsince_ms\x18\x04 \x01(\x03R\asinceMs\x12\x19\n" +
+	"\buntil_ms\x18\x05 \x01(\x03R\auntilMs\x123\n" +
+	"\x06status\x18\x06 \x01(\x0e2\x1b.sluice.v1.RecoverJobStatusR\x06status\x12\x18\n" +
+	"\ascanned\x18\a \x01(\x04R\ascanned\x12\x1c\n" +
+	"\trecovered\x18\b \x01(\x04R\trecovered\x12\x18\n" +
+	"\askipped\x18\t \x01(\x04R\askipped\x12\x1c\n" +
+	"\ttruncated\x18\n" +
+	" \x01(\bR\ttruncated\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12;\n" +
+	"\n" +
+	"partitions\x18\f \x03(\v2\x1b.sluice.v1.RecoverPartitionR\n" +
+	"partitions\x12\x14\n" +
+	"\x05owner\x18\r \x01(\tR\x05owner\x12-\n" +
+	"\x13lease_expires_at_ms\x18\x0e \x01(\x03R\x10leaseExpiresAtMs\x12\"\n" +
+	"\rcreated_at_ms\x18\x0f \x01(\x03R\vcreatedAtMs\x12\"\n" +
+	"\rupdated_at_ms\x18\x10 \x01(\x03R\vupdatedAtMs\x12$\n" +
+	"\x0efinished_at_ms\x18\x11 \x01(\x03R\ffinishedAtMs\x12$\n" +
+	"\x0edeadline_at_ms\x18\x12 \x01(\x03R\fdeadlineAtMs\x12%\n" +
+	"\x0emax_deliveries\x18\x13 \x01(\rR\rmaxDeliveries*l\n" +
 	"\x0eEndpointStatus\x12\x1f\n" +
 	"\x1bENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ENDPOINT_STATUS_ENABLED\x10\x01\x12\x1c\n" +
-	"\x18ENDPOINT_STATUS_DISABLED\x10\x02B5Z3github.com/sluicehq/sluice/proto/sluice/v1;sluicev1b\x06proto3"
+	"\x18ENDPOINT_STATUS_DISABLED\x10\x02*\xb5\x01\n" +
+	"\x10RecoverJobStatus\x12\"\n" +
+	"\x1eRECOVER_JOB_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aRECOVER_JOB_STATUS_RUNNING\x10\x01\x12\x1b\n" +
+	"\x17RECOVER_JOB_STATUS_DONE\x10\x02\x12!\n" +
+	"\x1dRECOVER_JOB_STATUS_INCOMPLETE\x10\x03\x12\x1d\n" +
+	"\x19RECOVER_JOB_STATUS_FAILED\x10\x04B5Z3github.com/sluicehq/sluice/proto/sluice/v1;sluicev1b\x06proto3"
 
 var (
 	file_sluice_v1_config_proto_rawDescOnce sync.Once
@@ -668,31 +1101,39 @@ func file_sluice_v1_config_proto_rawDescGZIP() []byte {
 	return file_sluice_v1_config_proto_rawDescData
 }
 
-var file_sluice_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_sluice_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sluice_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_sluice_v1_config_proto_goTypes = []any{
-	(EndpointStatus)(0),  // 0: sluice.v1.EndpointStatus
-	(*ConfigRecord)(nil), // 1: sluice.v1.ConfigRecord
-	(*Tenant)(nil),       // 2: sluice.v1.Tenant
-	(*APIKey)(nil),       // 3: sluice.v1.APIKey
-	(*Endpoint)(nil),     // 4: sluice.v1.Endpoint
-	nil,                  // 5: sluice.v1.Tenant.MetadataEntry
-	nil,                  // 6: sluice.v1.Endpoint.MetadataEntry
-	nil,                  // 7: sluice.v1.Endpoint.HeadersEntry
+	(EndpointStatus)(0),      // 0: sluice.v1.EndpointStatus
+	(RecoverJobStatus)(0),    // 1: sluice.v1.RecoverJobStatus
+	(*ConfigRecord)(nil),     // 2: sluice.v1.ConfigRecord
+	(*Tenant)(nil),           // 3: sluice.v1.Tenant
+	(*APIKey)(nil),           // 4: sluice.v1.APIKey
+	(*Endpoint)(nil),         // 5: sluice.v1.Endpoint
+	(*RecoverPartition)(nil), // 6: sluice.v1.RecoverPartition
+	(*RecoverJob)(nil),       // 7: sluice.v1.RecoverJob
+	nil,                      // 8: sluice.v1.Tenant.MetadataEntry
+	nil,                      // 9: sluice.v1.Endpoint.MetadataEntry
+	nil,                      // 10: sluice.v1.Endpoint.HeadersEntry
+	nil,                      // 11: sluice.v1.Endpoint.HeadersSealedEntry
 }
 var file_sluice_v1_config_proto_depIdxs = []int32{
-	2, // 0: sluice.v1.ConfigRecord.tenant:type_name -> sluice.v1.Tenant
-	3, // 1: sluice.v1.ConfigRecord.api_key:type_name -> sluice.v1.APIKey
-	4, // 2: sluice.v1.ConfigRecord.endpoint:type_name -> sluice.v1.Endpoint
-	5, // 3: sluice.v1.Tenant.metadata:type_name -> sluice.v1.Tenant.MetadataEntry
-	0, // 4: sluice.v1.Endpoint.status:type_name -> sluice.v1.EndpointStatus
-	6, // 5: sluice.v1.Endpoint.metadata:type_name -> sluice.v1.Endpoint.MetadataEntry
-	7, // 6: sluice.v1.Endpoint.headers:type_name -> sluice.v1.Endpoint.HeadersEntry
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: sluice.v1.ConfigRecord.tenant:type_name -> sluice.v1.Tenant
+	4,  // 1: sluice.v1.ConfigRecord.api_key:type_name -> sluice.v1.APIKey
+	5,  // 2: sluice.v1.ConfigRecord.endpoint:type_name -> sluice.v1.Endpoint
+	7,  // 3: sluice.v1.ConfigRecord.recover_job:type_name -> sluice.v1.RecoverJob
+	8,  // 4: sluice.v1.Tenant.metadata:type_name -> sluice.v1.Tenant.MetadataEntry
+	0,  // 5: sluice.v1.Endpoint.status:type_name -> sluice.v1.EndpointStatus
+	9,  // 6: sluice.v1.Endpoint.metadata:type_name -> sluice.v1.Endpoint.MetadataEntry
+	10, // 7: sluice.v1.Endpoint.headers:type_name -> sluice.v1.Endpoint.HeadersEntry
+	11, // 8: sluice.v1.Endpoint.headers_sealed:type_name -> sluice.v1.Endpoint.HeadersSealedEntry
+	1,  // 9: sluice.v1.RecoverJob.status:type_name -> sluice.v1.RecoverJobStatus
+	6,  // 10: sluice.v1.RecoverJob.partitions:type_name -> sluice.v1.RecoverPartition
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_v1_config_proto_init() }
@@ -704,14 +1145,16 @@ func file_sluice_v1_config_proto_init() {
 		(*ConfigRecord_Tenant)(nil),
 		(*ConfigRecord_ApiKey)(nil),
 		(*ConfigRecord_Endpoint)(nil),
+		(*ConfigRecord_RecoverJob)(nil),
 	}
+	file_sluice_v1_config_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_v1_config_proto_rawDesc), len(file_sluice_v1_config_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

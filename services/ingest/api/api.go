@@ -46,6 +46,40 @@ type Options struct {
 	Log *logquery.Reader
 	// Deliveries configures replay and recover.
 	Deliveries DeliveriesOptions
+	// Tenants are the operator's defaults of the per-tenant quotas.
+	Tenants TenantLimits
+	// Now tells the time (tests control it); nil means time.Now.
+	Now func() time.Time
+}
+
+// TenantLimits are the operator's defaults of the per-tenant quotas; an
+// admin overrides them on a tenant.
+type TenantLimits struct {
+	// MaxEndpoints bounds a tenant's endpoints; zero or less means
+	// DefaultMaxEndpoints.
+	MaxEndpoints int
+	// EventsPerSecond bounds the events a tenant sends through this API;
+	// zero or less is no limit.
+	EventsPerSecond int
+}
+
+// Bounds of a tenant's endpoints. Every endpoint matching an event is one
+// delivery carrying the whole payload in the router's transaction, so the
+// count bounds what one event costs there (review H2): at the default, a
+// 256 KiB event fans out to at most 1,000 deliveries, 256 MiB. 10,000 is
+// the ceiling the router sizes its records on: the event-log entry lists
+// every endpoint id (29 bytes, 31 encoded), 310 KB for 10,000, which with
+// a 256 KiB payload stays under Kafka's 1 MB record.
+const (
+	DefaultMaxEndpoints = 1000
+	MaxEndpointsLimit   = 10000
+)
+
+func (l TenantLimits) maxEndpoints() int {
+	if l.MaxEndpoints <= 0 {
+		return DefaultMaxEndpoints
+	}
+	return l.MaxEndpoints
 }
 
 // API serves the routes.
@@ -58,12 +92,15 @@ type API struct {
 	adminHash [32]byte
 	routes    []route
 	openapi   []byte
-	jobs      recoverJobs
+	quotas    eventQuotas
 }
 
 // New builds the API over a config store and the box sealing secrets.
 func New(store Store, box *secretbox.Box, opts Options, log *slog.Logger) *API {
-	a := &API{store: store, box: box, opts: opts, log: log, now: time.Now, openapi: openAPIDocument}
+	a := &API{store: store, box: box, opts: opts, log: log, now: opts.Now, openapi: openAPIDocument}
+	if a.now == nil {
+		a.now = time.Now
+	}
 	if opts.AdminKey != "" {
 		a.adminHash = hashKey(opts.AdminKey)
 	}

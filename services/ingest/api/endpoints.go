@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -30,25 +31,29 @@ type EndpointJSON struct {
 	Status         string            `json:"status"`
 	DisabledReason string            `json:"disabled_reason,omitempty"`
 	Metadata       map[string]string `json:"metadata"`
-	Headers        map[string]string `json:"headers"`
-	MaxInFlight    uint32            `json:"max_in_flight"`
-	RateLimit      *float64          `json:"rate_limit"`
-	Ordered        bool              `json:"ordered"`
-	TimeoutMs      int64             `json:"timeout_ms"`
-	RetrySchedule  []int64           `json:"retry_schedule_ms"`
-	FailingSince   *time.Time        `json:"failing_since,omitempty"`
-	Created        time.Time         `json:"created"`
-	Updated        time.Time         `json:"updated"`
-	Etag           string            `json:"etag"`
-	Secret         string            `json:"secret,omitempty"`
+	// Headers are the custom headers' names with their values redacted
+	// (redactHeader): the values carry receivers' credentials.
+	Headers map[string]string `json:"headers"`
+	// MaxInFlight and TimeoutMs are null when the endpoint sets none: the
+	// sender's SLUICE_ENDPOINT_MAX_IN_FLIGHT and SLUICE_REQUEST_TIMEOUT
+	// then apply, as they are when it sends.
+	MaxInFlight   *uint32    `json:"max_in_flight"`
+	RateLimit     *float64   `json:"rate_limit"`
+	Ordered       bool       `json:"ordered"`
+	TimeoutMs     *int64     `json:"timeout_ms"`
+	RetrySchedule []int64    `json:"retry_schedule_ms"`
+	FailingSince  *time.Time `json:"failing_since,omitempty"`
+	Created       time.Time  `json:"created"`
+	Updated       time.Time  `json:"updated"`
+	Etag          string     `json:"etag"`
+	Secret        string     `json:"secret,omitempty"`
 }
 
-func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
+func (a *API) endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 	out := EndpointJSON{
 		ID: e.Id, Tenant: e.TenantId, URL: e.Url, Description: e.Description, Events: e.EventTypes,
-		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: e.Headers,
-		MaxInFlight: e.MaxInFlight, Ordered: e.Ordered, TimeoutMs: e.TimeoutMs, RetrySchedule: e.RetryScheduleMs,
-		Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
+		Status: "enabled", DisabledReason: e.DisabledReason, Metadata: e.Metadata, Headers: a.redactedHeaders(e),
+		Ordered: e.Ordered, RetrySchedule: e.RetryScheduleMs, Created: fromMs(e.CreatedAtMs), Updated: fromMs(e.UpdatedAtMs), Etag: e.Etag,
 	}
 	if out.RetrySchedule == nil {
 		out.RetrySchedule = []int64{}
@@ -64,16 +69,104 @@ func endpointJSON(e *sluicev1.Endpoint) EndpointJSON {
 		rl := e.RateLimit
 		out.RateLimit = &rl
 	}
+	if e.MaxInFlight > 0 {
+		v := e.MaxInFlight
+		out.MaxInFlight = &v
+	}
+	if e.TimeoutMs > 0 {
+		v := e.TimeoutMs
+		out.TimeoutMs = &v
+	}
 	if out.Events == nil {
 		out.Events = []string{}
 	}
 	if out.Metadata == nil {
 		out.Metadata = map[string]string{}
 	}
-	if out.Headers == nil {
-		out.Headers = map[string]string{}
+	return out
+}
+
+// redactedMask stands for a custom header's value in answers.
+const redactedMask = "********"
+
+// redactHeader is how an answer shows a custom header value: the mask,
+// and the last 4 characters of a value of 16 or more, so a user can tell
+// which credential is set, as with a card number, while at least 12
+// characters (over 70 bits of a random token) stay hidden. A shorter value
+// shows none: 4 of 6 characters would give most of it away.
+func redactHeader(v string) string {
+	r := []rune(v)
+	if len(r) < 16 {
+		return redactedMask
+	}
+	return redactedMask + string(r[len(r)-4:])
+}
+
+// openHeader is the value of e's custom header name, sealed or (written
+// before sealing) in clear; ok is false when there is none or it does not
+// open (another secrets key).
+func (a *API) openHeader(e *sluicev1.Endpoint, name string) (string, bool) {
+	if e == nil {
+		return "", false
+	}
+	if sealed, ok := e.HeadersSealed[name]; ok {
+		v, err := a.box.Open(sealed, sluicev1.HeaderSealAAD(e.Id, name))
+		return string(v), err == nil
+	}
+	v, ok := e.Headers[name]
+	return v, ok
+}
+
+// redactedHeaders are e's custom headers as answers show them. A value
+// that does not open shows as the bare mask; the sender refuses to send
+// it (the attempt is blocked, saying why).
+func (a *API) redactedHeaders(e *sluicev1.Endpoint) map[string]string {
+	out := make(map[string]string, len(e.HeadersSealed)+len(e.Headers))
+	for name := range e.Headers {
+		out[name] = ""
+	}
+	for name := range e.HeadersSealed {
+		out[name] = ""
+	}
+	for name := range out {
+		v, _ := a.openHeader(e, name)
+		out[name] = redactHeader(v)
 	}
 	return out
+}
+
+// sealHeaders makes plain e's custom headers, sealed, replacing any it had
+// (in clear too). A value equal to the current one of old, or to the
+// redacted form an answer showed of it, keeps the current sealed bytes: a
+// client writing back what it read keeps the credential, and a write that
+// changes nothing keeps the etag. Any other value starting with the mask
+// is refused: it is a redacted value that does not stand for this
+// header's value (sent under another name, or the value does not open),
+// and storing the mask would silently break the receiver's credential.
+func (a *API) sealHeaders(e *sluicev1.Endpoint, plain map[string]string, old *sluicev1.Endpoint) []FieldError {
+	var errs []FieldError
+	var sealed map[string][]byte
+	for name, v := range plain {
+		if sealed == nil {
+			sealed = make(map[string][]byte, len(plain))
+		}
+		cur, ok := a.openHeader(old, name)
+		switch {
+		case ok && (v == cur || v == redactHeader(cur)):
+			if b, isSealed := old.HeadersSealed[name]; isSealed {
+				sealed[name] = b
+				continue
+			}
+			v = cur // in clear before: sealed now
+		case strings.HasPrefix(v, redactedMask):
+			errs = append(errs, FieldError{"headers." + trunc(name),
+				"is a redacted value, not the one this header has; send the value itself"})
+			continue
+		}
+		sealed[name] = a.box.Seal([]byte(v), sluicev1.HeaderSealAAD(e.Id, name))
+	}
+	e.Headers, e.HeadersSealed = nil, sealed
+	return errs
 }
 
 // EndpointCreate is the body of POST /v1/endpoints.
@@ -93,7 +186,10 @@ type EndpointCreate struct {
 	Secret string `json:"secret"`
 }
 
-// Validate checks every field and applies defaults to the endpoint e.
+// apply checks every field and sets them on the endpoint e. Limits left
+// out stay 0, "not set": the sender's defaults apply to them when it
+// sends, so an operator changing a default changes it for every endpoint
+// that did not choose its own.
 func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldError {
 	errs := validateURL("url", in.URL, requireHTTPS)
 	errs = append(errs, validateDescription(in.Description)...)
@@ -102,7 +198,6 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 	errs = append(errs, validateHeaders(in.Headers)...)
 	e.Url, e.Description, e.EventTypes, e.Metadata, e.Headers, e.Ordered =
 		in.URL, in.Description, in.Events, in.Metadata, in.Headers, in.Ordered
-	e.MaxInFlight, e.TimeoutMs = DefaultMaxInFlight, DefaultTimeoutMs
 	if in.MaxInFlight != nil {
 		errs = append(errs, validateMaxInFlight(*in.MaxInFlight)...)
 		e.MaxInFlight = uint32(*in.MaxInFlight)
@@ -122,7 +217,7 @@ func (in EndpointCreate) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldE
 
 // EndpointPatch is the body of PATCH /v1/endpoints/{id}: fields present
 // replace the stored ones; null resets a field to its default (no rate
-// limit, default concurrency and timeout, empty lists and maps).
+// limit, the sender's concurrency and timeout, empty lists and maps).
 type EndpointPatch struct {
 	URL           Optional[string]            `json:"url"`
 	Description   Optional[string]            `json:"description"`
@@ -159,7 +254,7 @@ func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldEr
 		e.Headers = in.Headers.Value
 	}
 	if in.MaxInFlight.Set {
-		e.MaxInFlight = DefaultMaxInFlight
+		e.MaxInFlight = 0
 		if !in.MaxInFlight.Null {
 			errs = append(errs, validateMaxInFlight(in.MaxInFlight.Value)...)
 			e.MaxInFlight = uint32(in.MaxInFlight.Value)
@@ -176,7 +271,7 @@ func (in EndpointPatch) apply(e *sluicev1.Endpoint, requireHTTPS bool) []FieldEr
 		e.Ordered = in.Ordered.Value
 	}
 	if in.TimeoutMs.Set {
-		e.TimeoutMs = DefaultTimeoutMs
+		e.TimeoutMs = 0
 		if !in.TimeoutMs.Null {
 			errs = append(errs, validateTimeout(in.TimeoutMs.Value)...)
 			e.TimeoutMs = in.TimeoutMs.Value
@@ -213,6 +308,7 @@ func (a *API) createEndpoint(r *request) {
 		errs = append(errs, serrs...)
 		secret = raw
 	}
+	errs = append(errs, a.sealHeaders(e, e.Headers, nil)...)
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
@@ -226,18 +322,44 @@ func (a *API) createEndpoint(r *request) {
 		}
 		// The caller's tenant may have been deleted since its key was
 		// checked; here no write can intervene.
-		if _, ok := a.tenant(e.TenantId); !ok {
+		t, ok := a.tenant(e.TenantId)
+		if !ok {
 			return nil, conflictError{"tenant " + e.TenantId + " no longer exists"}
+		}
+		// Counted here, where writes are serialised, so two creates on
+		// two replicas cannot both take the last place.
+		if err := a.endpointRoom(t); err != nil {
+			return nil, err
 		}
 		return endpointRecord(e), nil
 	}); err != nil {
 		a.writeFailed(r, "endpoint "+e.Id, err)
 		return
 	}
-	out := endpointJSON(e)
+	out := a.endpointJSON(e)
 	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusCreated, out)
+}
+
+// endpointRoom refuses one more endpoint for tenant t when it has its
+// quota already: its own max_endpoints, else the operator's default.
+func (a *API) endpointRoom(t *sluicev1.Tenant) error {
+	limit, whose := a.opts.Tenants.maxEndpoints(), "the server's default, SLUICE_TENANT_MAX_ENDPOINTS"
+	if t.MaxEndpoints != nil {
+		limit, whose = int(*t.MaxEndpoints), "set on the tenant"
+	}
+	n := 0
+	for _, rec := range a.store.TenantObjects(t.Id) {
+		if rec.GetEndpoint() != nil {
+			n++
+		}
+	}
+	if n < limit {
+		return nil
+	}
+	return limitError{fmt.Sprintf("tenant %s has %d endpoints and may have at most %d (%s); "+
+		"delete one, or ask the operator to raise the tenant's max_endpoints (up to %d)", t.Id, n, limit, whose, MaxEndpointsLimit)}
 }
 
 func (a *API) listEndpoints(r *request) {
@@ -257,14 +379,14 @@ func (a *API) listEndpoints(r *request) {
 		invalid(r.RequestCtx, errs)
 		return
 	}
-	var out []EndpointJSON
+	var eps []*sluicev1.Endpoint
 	for _, rec := range a.store.TenantObjects(r.caller.tenant) {
 		e := rec.GetEndpoint()
 		if e == nil {
 			continue
 		}
-		j := endpointJSON(e)
-		if status != "" && j.Status != status {
+		disabled := e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+		if status != "" && disabled != (status == "disabled") {
 			continue
 		}
 		if eventType != "" {
@@ -273,9 +395,15 @@ func (a *API) listEndpoints(r *request) {
 				continue
 			}
 		}
-		out = append(out, j)
+		eps = append(eps, e)
 	}
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, paginate(out, func(e EndpointJSON) string { return e.ID }, limit, after))
+	// Only the page is shown: showing an endpoint opens its sealed headers.
+	p := paginate(eps, func(e *sluicev1.Endpoint) string { return e.Id }, limit, after)
+	out := page[EndpointJSON]{Data: make([]EndpointJSON, len(p.Data)), NextCursor: p.NextCursor}
+	for i, e := range p.Data {
+		out.Data[i] = a.endpointJSON(e)
+	}
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)
 }
 
 func (a *API) getEndpoint(r *request) {
@@ -285,7 +413,7 @@ func (a *API) getEndpoint(r *request) {
 		return
 	}
 	setEtag(r, e.Etag)
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, a.endpointJSON(e))
 }
 
 // updateEndpoint runs change on the caller's endpoint under If-Match and
@@ -309,6 +437,17 @@ func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error
 		if proto.Equal(before, e) {
 			return nil, unchanged{cur}
 		}
+		// Headers stored in clear before sealing existed are sealed at
+		// the endpoint's first write since.
+		for name, v := range e.Headers {
+			if _, ok := e.HeadersSealed[name]; !ok {
+				if e.HeadersSealed == nil {
+					e.HeadersSealed = map[string][]byte{}
+				}
+				e.HeadersSealed[name] = a.box.Seal([]byte(v), sluicev1.HeaderSealAAD(e.Id, name))
+			}
+		}
+		e.Headers = nil
 		e.UpdatedAtMs, e.Etag = ms(a.now()), newEtag()
 		return endpointRecord(e), nil
 	})
@@ -325,7 +464,7 @@ func (a *API) updateEndpoint(r *request, change func(e *sluicev1.Endpoint) error
 
 func (a *API) answerEndpoint(r *request, e *sluicev1.Endpoint) {
 	setEtag(r, e.Etag)
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, endpointJSON(e))
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, a.endpointJSON(e))
 }
 
 func (a *API) patchEndpoint(r *request) {
@@ -340,7 +479,13 @@ func (a *API) patchEndpoint(r *request) {
 		return
 	}
 	if e, ok := a.updateEndpoint(r, func(e *sluicev1.Endpoint) error {
+		old := proto.CloneOf(e)
 		in.apply(e, a.opts.RequireHTTPS)
+		if in.Headers.Set {
+			if errs := a.sealHeaders(e, in.Headers.Value, old); len(errs) > 0 {
+				return invalidError{errs}
+			}
+		}
 		return nil
 	}); ok {
 		a.answerEndpoint(r, e)
@@ -404,7 +549,7 @@ func (a *API) rotateSecret(r *request) {
 	if !ok {
 		return
 	}
-	out := endpointJSON(e)
+	out := a.endpointJSON(e)
 	out.Secret = signing.FormatSecret(secret)
 	setEtag(r, e.Etag)
 	writeJSON(r.RequestCtx, fasthttp.StatusOK, out)

@@ -12,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
+
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/services/ingest/api"
 )
@@ -41,6 +45,8 @@ func testEndpointRoutes(t *testing.T, e *env) {
 		{"request decoding", testRequestDecoding},
 		{"https only", testHTTPSOnly},
 		{"concurrent patches", testConcurrentPatches},
+		{"unset limits are stored unset", testUnsetLimitsAreStoredUnset},
+		{"custom headers are sealed and redacted", testHeadersSealedAndRedacted},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
@@ -59,14 +65,15 @@ func testEndpointCRUD(t *testing.T, e *env) {
 	wantEtag(t, hdr, minimal.Etag)
 	want := api.EndpointJSON{
 		ID: minimal.ID, Tenant: ten.ID, URL: "https://example.com/hooks", Events: []string{}, Status: "enabled",
-		Metadata: map[string]string{}, Headers: map[string]string{}, MaxInFlight: 10, TimeoutMs: 15000,
+		Metadata: map[string]string{}, Headers: map[string]string{},
 		Created: minimal.Created, Updated: minimal.Created, Etag: minimal.Etag, Secret: minimal.Secret,
 	}
 	wantEndpoint(t, minimal, want)
 	if !strings.HasPrefix(minimal.ID, "ep_") || minimal.Created.Before(start) || minimal.Created.After(time.Now().Add(time.Second)) {
 		t.Fatalf("created %s", raw)
 	}
-	for _, member := range []string{`"events":[]`, `"metadata":{}`, `"headers":{}`, `"rate_limit":null`, `"ordered":false`, `"description":""`} {
+	for _, member := range []string{`"events":[]`, `"metadata":{}`, `"headers":{}`, `"rate_limit":null`, `"ordered":false`, `"description":""`,
+		`"max_in_flight":null`, `"timeout_ms":null`} {
 		if !strings.Contains(string(raw), member) {
 			t.Fatalf("created %s, want it to contain %s", raw, member)
 		}
@@ -89,7 +96,7 @@ func testEndpointCRUD(t *testing.T, e *env) {
 	wantEndpoint(t, full, api.EndpointJSON{
 		ID: full.ID, Tenant: ten.ID, URL: "http://hooks.example.org:8080/in?src=sluice", Description: "orders",
 		Events: []string{"order.*", "invoice.paid"}, Status: "enabled", Metadata: map[string]string{"team": "billing"},
-		Headers: map[string]string{"X-Team": "billing"}, MaxInFlight: 3, RateLimit: &rate, Ordered: true, TimeoutMs: 2000,
+		Headers: map[string]string{"X-Team": "********"}, MaxInFlight: ptr[uint32](3), RateLimit: &rate, Ordered: true, TimeoutMs: ptr[int64](2000),
 		Created: full.Created, Updated: full.Created, Etag: full.Etag, Secret: custom,
 	})
 
@@ -253,10 +260,10 @@ func testEndpointPatch(t *testing.T, e *env) {
 	})
 	patch("new limits", `{"max_in_flight":7,"rate_limit":0.5,"timeout_ms":60000}`, func(w *api.EndpointJSON) {
 		rate := 0.5
-		w.MaxInFlight, w.RateLimit, w.TimeoutMs = 7, &rate, 60000
+		w.MaxInFlight, w.RateLimit, w.TimeoutMs = ptr[uint32](7), &rate, ptr[int64](60000)
 	})
 	patch("null resets limits to the defaults", `{"max_in_flight":null,"rate_limit":null,"timeout_ms":null}`, func(w *api.EndpointJSON) {
-		w.MaxInFlight, w.RateLimit, w.TimeoutMs = 10, nil, 15000
+		w.MaxInFlight, w.RateLimit, w.TimeoutMs = nil, nil, nil
 	})
 	patch("own retry schedule", `{"retry_schedule_ms":[1000,60000]}`, func(w *api.EndpointJSON) {
 		w.RetrySchedule = []int64{1000, 60000}
@@ -266,7 +273,7 @@ func testEndpointPatch(t *testing.T, e *env) {
 	})
 	patch("lists and maps replaced, not merged", `{"events":["invoice.paid"],"metadata":{"owner":"ops"},"headers":{"X-Env":"prod"}}`,
 		func(w *api.EndpointJSON) {
-			w.Events, w.Metadata, w.Headers = []string{"invoice.paid"}, map[string]string{"owner": "ops"}, map[string]string{"X-Env": "prod"}
+			w.Events, w.Metadata, w.Headers = []string{"invoice.paid"}, map[string]string{"owner": "ops"}, map[string]string{"X-Env": "********"}
 		})
 	patch("null empties lists and maps", `{"events":null,"metadata":null,"headers":null,"description":null,"ordered":null}`,
 		func(w *api.EndpointJSON) {
@@ -275,7 +282,8 @@ func testEndpointPatch(t *testing.T, e *env) {
 	// An empty patch changes nothing, etag included: TestHTTPSemantics.
 
 	// The last of a repeated member counts, as for every other JSON value.
-	patch("repeated member, null last", `{"max_in_flight":5,"max_in_flight":null}`, func(w *api.EndpointJSON) { w.MaxInFlight = 10 })
+	patch("repeated member, value last", `{"max_in_flight":null,"max_in_flight":5}`, func(w *api.EndpointJSON) { w.MaxInFlight = ptr[uint32](5) })
+	patch("repeated member, null last", `{"max_in_flight":5,"max_in_flight":null}`, func(w *api.EndpointJSON) { w.MaxInFlight = nil })
 	patch("repeated member, value last", `{"rate_limit":null,"rate_limit":3}`, func(w *api.EndpointJSON) {
 		rate := 3.0
 		w.RateLimit = &rate
@@ -500,9 +508,8 @@ func wantEndpoint(t testing.TB, got, want api.EndpointJSON) {
 		got.Status == want.Status && got.DisabledReason == want.DisabledReason &&
 		maps.Equal(got.Metadata, want.Metadata) && (got.Metadata == nil) == (want.Metadata == nil) &&
 		maps.Equal(got.Headers, want.Headers) && (got.Headers == nil) == (want.Headers == nil) &&
-		got.MaxInFlight == want.MaxInFlight && (got.RateLimit == nil) == (want.RateLimit == nil) &&
-		(got.RateLimit == nil || *got.RateLimit == *want.RateLimit) && got.Ordered == want.Ordered &&
-		got.TimeoutMs == want.TimeoutMs && got.Created.Equal(want.Created) && got.Updated.Equal(want.Updated) &&
+		samePtr(got.MaxInFlight, want.MaxInFlight) && samePtr(got.RateLimit, want.RateLimit) && got.Ordered == want.Ordered &&
+		samePtr(got.TimeoutMs, want.TimeoutMs) && got.Created.Equal(want.Created) && got.Updated.Equal(want.Updated) &&
 		got.Etag == want.Etag && got.Secret == want.Secret
 	if !same {
 		t.Fatalf("endpoint\n got %s\nwant %s", fmtEndpoint(got), fmtEndpoint(want))
@@ -519,12 +526,21 @@ func wantSameExceptEtag(t testing.TB, got, before api.EndpointJSON) {
 }
 
 func fmtEndpoint(e api.EndpointJSON) string {
-	rl := "null"
-	if e.RateLimit != nil {
-		rl = fmt.Sprint(*e.RateLimit)
-	}
-	return fmt.Sprintf("%+v rate_limit=%s", e, rl)
+	return fmt.Sprintf("%+v max_in_flight=%s rate_limit=%s timeout_ms=%s", e, fmtPtr(e.MaxInFlight), fmtPtr(e.RateLimit), fmtPtr(e.TimeoutMs))
 }
+
+func fmtPtr[T any](p *T) string {
+	if p == nil {
+		return "null"
+	}
+	return fmt.Sprint(*p)
+}
+
+// ptr is a pointer to v, for the nullable fields of answers.
+func ptr[T any](v T) *T { return &v }
+
+// samePtr reports whether a and b are both nil or point to equal values.
+func samePtr[T comparable](a, b *T) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // wantSealed checks sealed opens with box to secret, and not with the
 // development key.
@@ -545,4 +561,136 @@ func endpointIDs(eps []api.EndpointJSON) []string {
 		out = append(out, e.ID)
 	}
 	return out
+}
+
+// testUnsetLimitsAreStoredUnset: an endpoint that sets no max_in_flight or
+// timeout_ms is stored with 0 (proto: "0 means the default"), so the
+// sender's SLUICE_ENDPOINT_MAX_IN_FLIGHT and SLUICE_REQUEST_TIMEOUT apply
+// to it, and the API shows null; PATCH null goes back to 0 (review B2).
+func testUnsetLimitsAreStoredUnset(t *testing.T, e *env) {
+	_, key := newTenant(t, e.server, "Defaults")
+	stored := func(id string) (uint32, int64) {
+		t.Helper()
+		ep, ok := e.store.Endpoint(id)
+		if !ok {
+			t.Fatalf("endpoint %s is not in the store", id)
+		}
+		return ep.MaxInFlight, ep.TimeoutMs
+	}
+	wantUnset := func(what string, raw []byte, id string) {
+		t.Helper()
+		if mif, timeout := stored(id); mif != 0 || timeout != 0 {
+			t.Fatalf("%s: stored max_in_flight %d, timeout_ms %d; want 0 and 0 (the operator's defaults apply)", what, mif, timeout)
+		}
+		for _, member := range []string{`"max_in_flight":null`, `"timeout_ms":null`} {
+			if !strings.Contains(string(raw), member) {
+				t.Fatalf("%s: answer %s, want it to contain %s", what, raw, member)
+			}
+		}
+	}
+	status, _, raw := e.do(t, "POST", "/v1/endpoints", key, `{"url":"https://example.com/hooks"}`)
+	if status != 201 {
+		t.Fatalf("create: %d %s", status, raw)
+	}
+	id := decodeStrict[api.EndpointJSON](t, raw).ID
+	wantUnset("created without limits", raw, id)
+	_, _, raw = e.do(t, "GET", "/v1/endpoints/"+id, key, nil)
+	wantUnset("read back", raw, id)
+
+	status, _, raw = e.do(t, "PATCH", "/v1/endpoints/"+id, key, `{"max_in_flight":3,"timeout_ms":2000}`)
+	if mif, timeout := stored(id); status != 200 || mif != 3 || timeout != 2000 {
+		t.Fatalf("patched to 3 and 2000: status %d, stored %d and %d; answer %s", status, mif, timeout, raw)
+	}
+	status, _, raw = e.do(t, "PATCH", "/v1/endpoints/"+id, key, `{"max_in_flight":null,"timeout_ms":null}`)
+	if status != 200 {
+		t.Fatalf("patch null: %d %s", status, raw)
+	}
+	wantUnset("patched to null", raw, id)
+}
+
+// testHeadersSealedAndRedacted: custom header values carry receivers'
+// credentials, so they are stored sealed and shown redacted (review M5):
+// no answer and no stored record holds a value in clear.
+func testHeadersSealedAndRedacted(t *testing.T, e *env) {
+	_, key := newTenant(t, e.server, "Headers")
+	const token = "Bearer sk_live_51Hx9QmKc0a1b2c3d4e5f6"
+	const short = "s3cret"
+	wantHidden := func(what string, raw []byte) {
+		t.Helper()
+		for _, v := range []string{token, short, "sk_live_51Hx9QmKc0a1b2c3d4e5f6", "51Hx9QmKc0a1b2c3"} {
+			if bytes.Contains(raw, []byte(v)) {
+				t.Fatalf("%s shows the header value %q: %s", what, v, raw)
+			}
+		}
+	}
+	created, _, raw := call[api.EndpointJSON](t, e.server, 201, "POST", "/v1/endpoints", key, map[string]any{
+		"url": "https://example.com/hooks", "headers": map[string]string{"Authorization": token, "X-Short": short}})
+	wantHidden("the create answer", raw)
+	// The last 4 characters tell credentials apart; a short value shows
+	// none, since 4 of 6 characters would give most of it away.
+	want := map[string]string{"Authorization": "********e5f6", "X-Short": "********"}
+	if !maps.Equal(created.Headers, want) {
+		t.Fatalf("create shows headers %v, want %v", created.Headers, want)
+	}
+	path := "/v1/endpoints/" + created.ID
+	got, _, raw := call[api.EndpointJSON](t, e.server, 200, "GET", path, key, nil)
+	wantHidden("GET", raw)
+	if !maps.Equal(got.Headers, want) {
+		t.Fatalf("GET shows headers %v, want %v", got.Headers, want)
+	}
+	_, _, raw = call[page[api.EndpointJSON]](t, e.server, 200, "GET", "/v1/endpoints", key, nil)
+	wantHidden("the list", raw)
+
+	// Stored sealed, bound to the endpoint and the header's name.
+	stored, ok := e.store.Endpoint(created.ID)
+	if !ok {
+		t.Fatal("the endpoint is not in the store")
+	}
+	b, err := proto.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHidden("the stored record", b)
+	if len(stored.Headers) != 0 || len(stored.HeadersSealed) != 2 {
+		t.Fatalf("stored headers %v in clear and %d sealed, want none in clear and 2 sealed", stored.Headers, len(stored.HeadersSealed))
+	}
+	opened, err := e.box.Open(stored.HeadersSealed["Authorization"], sluicev1.HeaderSealAAD(created.ID, "Authorization"))
+	if err != nil || string(opened) != token {
+		t.Fatalf("opening the sealed Authorization: %q, %v", opened, err)
+	}
+	for _, wrong := range []string{sluicev1.HeaderSealAAD(created.ID, "X-Short"), sluicev1.HeaderSealAAD("ep_other", "Authorization"), created.ID} {
+		if _, err := e.box.Open(stored.HeadersSealed["Authorization"], wrong); err == nil {
+			t.Fatalf("the sealed Authorization opens as %q too: it could be moved there", wrong)
+		}
+	}
+
+	// A PATCH sending back what GET showed keeps the stored value: a
+	// read-modify-write does not replace a credential with its mask.
+	patched, _, raw := call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, map[string]any{
+		"headers": map[string]string{"Authorization": "********e5f6", "X-Short": "********", "X-New": "added"}})
+	wantHidden("the patch answer", raw)
+	after, _ := e.store.Endpoint(created.ID)
+	if !bytes.Equal(after.HeadersSealed["Authorization"], stored.HeadersSealed["Authorization"]) ||
+		!bytes.Equal(after.HeadersSealed["X-Short"], stored.HeadersSealed["X-Short"]) {
+		t.Fatalf("sending the redacted values back changed the stored ones")
+	}
+	if v, err := e.box.Open(after.HeadersSealed["X-New"], sluicev1.HeaderSealAAD(created.ID, "X-New")); err != nil || string(v) != "added" {
+		t.Fatalf("the added header opens to %q, %v", v, err)
+	}
+	if patched.Headers["X-New"] != "********" {
+		t.Fatalf("patch shows %v", patched.Headers)
+	}
+	// The same headers again change nothing, etag included.
+	again, _, _ := call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, map[string]any{
+		"headers": map[string]string{"Authorization": token, "X-Short": "********", "X-New": "added"}})
+	if again.Etag != patched.Etag {
+		t.Fatalf("patching the same header values moved the etag %s → %s", patched.Etag, again.Etag)
+	}
+	// A new value replaces it.
+	call[api.EndpointJSON](t, e.server, 200, "PATCH", path, key, `{"headers":{"Authorization":"Bearer rotated-token-0000000000"}}`)
+	last, _ := e.store.Endpoint(created.ID)
+	if v, err := e.box.Open(last.HeadersSealed["Authorization"], sluicev1.HeaderSealAAD(created.ID, "Authorization")); err != nil ||
+		string(v) != "Bearer rotated-token-0000000000" || len(last.HeadersSealed) != 1 {
+		t.Fatalf("after replacing the headers: %q, %v, %d headers", v, err, len(last.HeadersSealed))
+	}
 }

@@ -210,6 +210,8 @@ func (a *API) publishEvent(r *request) {
 	case pe.duplicate:
 		writeJSON(r.RequestCtx, fasthttp.StatusAccepted, EventAccepted{ID: pe.id, Duplicate: true})
 		return
+	case !a.admitEvents(r, 1):
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ev.publishTimeout())
 	defer cancel()
@@ -257,11 +259,7 @@ func (a *API) publishEventBatch(r *request) {
 	results := make([]EventResult, len(in.Events))
 	first := map[string]int{} // id → index of its first copy being produced
 	copies := map[int]int{}   // index of a later copy → index of the first
-	// One goroutine per event, each waiting for its record's ack: at most
-	// maxBatch per request, and across requests at most one per record the
-	// producer buffers (kgo.MaxBufferedRecords, 50,000 by default), since
-	// TryProduce fails at once, and the goroutine ends, when it is full.
-	var wg sync.WaitGroup
+	produce := map[int]pendingEvent{}
 	for i, raw := range in.Events {
 		item, p := decodeEventItem(raw)
 		var pe pendingEvent
@@ -281,6 +279,20 @@ func (a *API) publishEventBatch(r *request) {
 			continue
 		}
 		first[pe.id] = i
+		produce[i] = pe
+	}
+	// The events to produce take the tenant's quota together, or the
+	// batch is refused whole: a partly refused batch would leave the
+	// client sorting out which events to send again.
+	if !a.admitEvents(r, len(produce)) {
+		return
+	}
+	// One goroutine per event, each waiting for its record's ack: at most
+	// maxBatch per request, and across requests at most one per record the
+	// producer buffers (kgo.MaxBufferedRecords, 50,000 by default), since
+	// TryProduce fails at once, and the goroutine ends, when it is full.
+	var wg sync.WaitGroup
+	for i, pe := range produce {
 		wg.Go(func() {
 			if p := a.publishRecord(ctx, pe); p != nil {
 				results[i] = EventResult{Error: p}

@@ -59,9 +59,10 @@ func checkLimits(t *testing.T, e api.EndpointJSON) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.Fragment != "" || len(e.URL) > 2048 {
 		t.Fatalf("accepted url %q", e.URL)
 	}
-	if e.MaxInFlight < 1 || e.MaxInFlight > 1000 || e.TimeoutMs < 1000 || e.TimeoutMs > 60000 ||
-		(e.RateLimit != nil && (*e.RateLimit <= 0 || *e.RateLimit > 10000 || math.IsNaN(*e.RateLimit))) {
-		t.Fatalf("accepted limits max_in_flight %d, timeout_ms %d, rate_limit %v", e.MaxInFlight, e.TimeoutMs, e.RateLimit)
+	if (e.MaxInFlight != nil && (*e.MaxInFlight < 1 || *e.MaxInFlight > 1000)) ||
+		(e.TimeoutMs != nil && (*e.TimeoutMs < 1000 || *e.TimeoutMs > 60000)) ||
+		(e.RateLimit != nil && (*e.RateLimit < 0.001 || *e.RateLimit > 10000 || math.IsNaN(*e.RateLimit))) {
+		t.Fatalf("accepted limits max_in_flight %s, timeout_ms %s, rate_limit %s", fmtPtr(e.MaxInFlight), fmtPtr(e.TimeoutMs), fmtPtr(e.RateLimit))
 	}
 	if len(e.Description) > 512 || len(e.Events) > 64 || len(e.Metadata) > 32 || len(e.Headers) > 20 {
 		t.Fatalf("accepted sizes: description %d, events %d, metadata %d, headers %d",
@@ -262,10 +263,11 @@ func FuzzDecodeEndpointPatch(f *testing.F) {
 			}
 			return v
 		}
-		if got, w := int64(out.MaxInFlight), wantInt("max_in_flight", int64(want.MaxInFlight), 10); got != w {
+		// null (and a limit never set) is 0 here, as stored.
+		if got, w := int64(deref(out.MaxInFlight)), wantInt("max_in_flight", int64(want.MaxInFlight), 0); got != w {
 			t.Fatalf("max_in_flight %d, want %d", got, w)
 		}
-		if got, w := out.TimeoutMs, wantInt("timeout_ms", want.TimeoutMs, 15000); got != w {
+		if got, w := deref(out.TimeoutMs), wantInt("timeout_ms", want.TimeoutMs, 0); got != w {
 			t.Fatalf("timeout_ms %d, want %d", got, w)
 		}
 		wantRate := want.RateLimit
@@ -523,4 +525,13 @@ func FuzzEvents(f *testing.F) {
 			t.Fatalf("%d events answered taken, %d produced", taken, len(recs))
 		}
 	})
+}
+
+// deref is *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }

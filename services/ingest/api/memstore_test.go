@@ -57,7 +57,7 @@ func (s *memStore) TenantObjects(tenant string) []*sluicev1.ConfigRecord {
 	defer s.mu.RUnlock()
 	var ids []string
 	for id, r := range s.objects {
-		if owner := r.GetEndpoint().GetTenantId() + r.GetApiKey().GetTenantId(); owner != "" && owner == tenant {
+		if owner := r.GetEndpoint().GetTenantId() + r.GetApiKey().GetTenantId() + r.GetRecoverJob().GetTenantId(); owner != "" && owner == tenant {
 			ids = append(ids, id)
 		}
 	}

@@ -332,6 +332,7 @@ func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
 		{"Replayed", api.ReplayedJSON{}, true},
 		{"ReplayDelivery", api.ReplayDeliveryJSON{}, true},
 		{"RecoverJob", api.RecoverJobJSON{}, true},
+		{"RecoverPartition", api.RecoverPartitionJSON{}, true},
 		{"ReplayRequest", api.ReplayRequest{}, false},
 		{"RecoverRequest", api.RecoverRequest{}, false},
 		{"TenantCreate", api.TenantCreate{}, false},

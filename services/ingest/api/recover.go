@@ -1,19 +1,21 @@
 package api
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
-	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/pkg/ids"
 )
+
+// Recover jobs (POST /v1/endpoints/{id}/recover) are objects of the config
+// topic, so every replica's view holds them: the replica that took the
+// request only writes the job, any replica answers GET, and a
+// RecoverRunner in each replica runs the jobs (recover_runner.go).
 
 // RecoverRequest is the body of POST /v1/endpoints/{id}/recover: the time
 // window (when the deliveries were dead-lettered) to re-send.
@@ -28,7 +30,9 @@ type RecoverJobJSON struct {
 	EndpointID string    `json:"endpoint_id"`
 	Since      time.Time `json:"since"`
 	Until      time.Time `json:"until"`
-	// Status is running, done or failed.
+	// Status is running, done, incomplete (the time budget ran out before
+	// every partition was read to its end; Partitions say how far) or
+	// failed.
 	Status string `json:"status"`
 	// Scanned counts the endpoint's dead letters read, Recovered those
 	// sent again, Skipped those that could not be (undecodable).
@@ -37,66 +41,93 @@ type RecoverJobJSON struct {
 	Skipped   int `json:"skipped"`
 	// Truncated: the job stopped at its limit; ask again from the time of
 	// the last delivery it sent.
-	Truncated bool       `json:"truncated"`
-	Error     string     `json:"error,omitempty"`
-	Started   time.Time  `json:"started"`
-	Finished  *time.Time `json:"finished,omitempty"`
+	Truncated bool   `json:"truncated"`
+	Error     string `json:"error,omitempty"`
+	// Partitions are the dead-letter partitions the job reads: from
+	// start_offset up to end_offset, the end when the job was created;
+	// next_offset is how far it has read.
+	Partitions []RecoverPartitionJSON `json:"partitions"`
+	Started    time.Time              `json:"started"`
+	Updated    time.Time              `json:"updated"`
+	Finished   *time.Time             `json:"finished,omitempty"`
 }
 
-// recoverJobs are the jobs this replica ran, newest kept: a job runs and
-// is reported by the replica that took it.
-type recoverJobs struct {
-	mu    sync.Mutex
-	byID  map[string]*RecoverJobJSON
-	order []string
+// RecoverPartitionJSON is one partition of a recover job.
+type RecoverPartitionJSON struct {
+	Partition   int32 `json:"partition"`
+	StartOffset int64 `json:"start_offset"`
+	EndOffset   int64 `json:"end_offset"`
+	NextOffset  int64 `json:"next_offset"`
 }
 
-// maxJobsKept bounds the finished jobs remembered.
-const maxJobsKept = 1000
+// recoverStatus names a job's status in answers.
+var recoverStatus = map[sluicev1.RecoverJobStatus]string{
+	sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_RUNNING:    "running",
+	sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_DONE:       "done",
+	sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_INCOMPLETE: "incomplete",
+	sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_FAILED:     "failed",
+}
 
-// recoverJobTimeout bounds one job: reading a week of one endpoint's dead
-// letters and producing at most MaxRecover deliveries.
-const recoverJobTimeout = 10 * time.Minute
-
-func (j *recoverJobs) add(job *RecoverJobJSON) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.byID == nil {
-		j.byID = map[string]*RecoverJobJSON{}
+func recoverJobJSON(j *sluicev1.RecoverJob) RecoverJobJSON {
+	out := RecoverJobJSON{ID: j.Id, EndpointID: j.EndpointId, Since: fromMs(j.SinceMs), Until: fromMs(j.UntilMs),
+		Status: recoverStatus[j.Status], Scanned: int(j.Scanned), Recovered: int(j.Recovered), Skipped: int(j.Skipped),
+		Truncated: j.Truncated, Error: j.Error, Partitions: make([]RecoverPartitionJSON, len(j.Partitions)),
+		Started: fromMs(j.CreatedAtMs), Updated: fromMs(j.UpdatedAtMs)}
+	if out.Status == "" {
+		out.Status = "failed" // a status this build does not know
 	}
-	j.byID[job.ID] = job
-	j.order = append(j.order, job.ID)
-	for len(j.order) > maxJobsKept {
-		old := j.byID[j.order[0]]
-		if old != nil && old.Status == "running" {
-			break
-		}
-		delete(j.byID, j.order[0])
-		j.order = j.order[1:]
+	for i, p := range j.Partitions {
+		out.Partitions[i] = RecoverPartitionJSON{Partition: p.Partition, StartOffset: p.StartOffset,
+			EndOffset: p.EndOffset, NextOffset: p.NextOffset}
 	}
+	if j.FinishedAtMs != 0 {
+		f := fromMs(j.FinishedAtMs)
+		out.Finished = &f
+	}
+	return out
 }
 
-func (j *recoverJobs) get(id string) (RecoverJobJSON, bool) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	job, ok := j.byID[id]
-	if !ok {
-		return RecoverJobJSON{}, false
-	}
-	return *job, true
+func recoverJobRecord(j *sluicev1.RecoverJob) *sluicev1.ConfigRecord {
+	return &sluicev1.ConfigRecord{Object: &sluicev1.ConfigRecord_RecoverJob{RecoverJob: j}}
 }
 
-func (j *recoverJobs) update(job *RecoverJobJSON, fn func(*RecoverJobJSON)) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	fn(job)
+// Bounds of recover jobs.
+const (
+	// recoverJobPrefix starts a recover job's id.
+	recoverJobPrefix = "rcv"
+	// recoverJobBudget bounds a job's wall time from its creation: reading
+	// a week of the dead-letter topic and producing at most MaxRecover
+	// deliveries takes far less; a job that runs out (a broker this slow,
+	// or replicas down that long) ends incomplete, saying how far it read.
+	recoverJobBudget = 10 * time.Minute
+	// DefaultMaxRecoverJobs is how many jobs of one tenant may run at once
+	// unless DeliveriesOptions says otherwise. Each reads the whole
+	// dead-letter topic (every tenant's) with a client of its own.
+	DefaultMaxRecoverJobs = 4
+	// recoverRetryAfter is the Retry-After of a tenant at its limit of
+	// running jobs: most jobs end within seconds.
+	recoverRetryAfter = "10"
+)
+
+// recoverRunningError refuses a job for an endpoint that has one running.
+type recoverRunningError struct{ job string }
+
+func (e recoverRunningError) Error() string { return "recover job " + e.job + " is running" }
+
+// tooManyJobsError refuses a job beyond the tenant's running jobs.
+type tooManyJobsError struct{ running, most int }
+
+func (e tooManyJobsError) Error() string {
+	return fmt.Sprintf("%d recover jobs running, at most %d", e.running, e.most)
 }
 
 // recoverEndpoint serves POST /v1/endpoints/{endpoint_id}/recover: a job
 // that re-sends the endpoint's dead letters of a time window as new
-// deliveries marked recover.
+// deliveries marked recover. It captures where each partition of the
+// dead-letter topic ends now, and the job reads no further.
 func (a *API) recoverEndpoint(r *request) {
-	if a.opts.Deliveries.Sink == nil || a.opts.Deliveries.Dead == nil {
+	dl := a.opts.Deliveries
+	if dl.Sink == nil || dl.Dead == nil {
 		WriteProblem(r.RequestCtx, fasthttp.StatusServiceUnavailable, "unavailable", "this server cannot recover deliveries")
 		return
 	}
@@ -133,75 +164,105 @@ func (a *API) recoverEndpoint(r *request) {
 			"endpoint "+ep.Id+" is disabled, so its recovered deliveries would be parked again; enable it first")
 		return
 	}
-	job := &RecoverJobJSON{ID: ids.New("rcv"), EndpointID: ep.Id, Since: in.Since.UTC(), Until: in.Until.UTC(),
-		Status: "running", Started: now.UTC()}
-	a.jobs.add(job)
-	go a.runRecover(job, r.caller.tenant)
-	setLocation(r, "/v1/endpoints/"+ep.Id+"/recover/"+job.ID)
-	snapshot, _ := a.jobs.get(job.ID)
-	writeJSON(r.RequestCtx, fasthttp.StatusAccepted, snapshot)
+	ctx, cancel := a.writeCtx()
+	defer cancel()
+	parts, err := dl.Dead.Bounds(ctx, in.Since)
+	if err != nil {
+		a.log.Warn("finding where to recover from", "endpoint", ep.Id, "err", err)
+		r.Response.Header.Set("Retry-After", "1")
+		WriteProblem(r.RequestCtx, fasthttp.StatusServiceUnavailable, "unavailable",
+			"the dead-letter topic could not be read; retry shortly")
+		return
+	}
+	job := &sluicev1.RecoverJob{Id: ids.New(recoverJobPrefix), TenantId: r.caller.tenant, EndpointId: ep.Id,
+		SinceMs: in.Since.UnixMilli(), UntilMs: in.Until.UnixMilli(),
+		Status: sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_RUNNING, Partitions: parts,
+		CreatedAtMs: ms(now), UpdatedAtMs: ms(now), DeadlineAtMs: ms(now.Add(recoverJobBudget)),
+		MaxDeliveries: uint32(dl.maxRecover())}
+	if !hasUnread(parts) { // nothing parked since then: done already
+		job.Status, job.FinishedAtMs = sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_DONE, ms(now)
+	}
+	tenant, most := r.caller.tenant, dl.maxRecoverJobs()
+	_, err = a.store.Update(ctx, job.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
+		if cur != nil {
+			return nil, conflictError{"recover job " + job.Id + " already exists"}
+		}
+		if e, ok := a.store.Get(ep.Id); !ok || e.GetEndpoint().GetTenantId() != tenant {
+			return nil, errNotFound
+		}
+		if job.Status != sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_RUNNING {
+			return recoverJobRecord(job), nil
+		}
+		// Counted here, where writes are serialised, so two requests on
+		// two replicas cannot both pass.
+		running := 0
+		for _, rec := range a.store.TenantObjects(tenant) {
+			j := rec.GetRecoverJob()
+			if j == nil || j.Status != sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_RUNNING {
+				continue
+			}
+			if j.EndpointId == ep.Id {
+				return nil, recoverRunningError{j.Id}
+			}
+			running++
+		}
+		if running >= most {
+			return nil, tooManyJobsError{running, most}
+		}
+		return recoverJobRecord(job), nil
+	})
+	var busy recoverRunningError
+	var many tooManyJobsError
+	switch {
+	case errors.As(err, &busy):
+		WriteProblem(r.RequestCtx, fasthttp.StatusConflict, "recover-running", fmt.Sprintf(
+			"recover job %s is already running for endpoint %s (GET /v1/endpoints/%s/recover/%s); recover again once it has ended",
+			busy.job, ep.Id, ep.Id, busy.job))
+		return
+	case errors.As(err, &many):
+		// 429, not 409: nothing about this request conflicts, the tenant
+		// only has to wait for one of its jobs to end, which needs no
+		// action from it; clients retry a 429 after Retry-After by
+		// themselves.
+		r.Response.Header.Set("Retry-After", recoverRetryAfter)
+		WriteProblem(r.RequestCtx, fasthttp.StatusTooManyRequests, "too-many-recover-jobs", fmt.Sprintf(
+			"tenant %s has %d recover jobs running, the most it may; retry once one has ended", tenant, many.running))
+		return
+	case err != nil:
+		a.writeFailed(r, "endpoint "+ep.Id, err)
+		return
+	}
+	setLocation(r, "/v1/endpoints/"+ep.Id+"/recover/"+job.Id)
+	writeJSON(r.RequestCtx, fasthttp.StatusAccepted, recoverJobJSON(job))
+}
+
+// hasUnread reports whether any partition has offsets left to read.
+func hasUnread(parts []*sluicev1.RecoverPartition) bool {
+	for _, p := range parts {
+		if p.NextOffset < p.EndOffset {
+			return true
+		}
+	}
+	return false
 }
 
 func setLocation(r *request, path string) { r.Response.Header.Set("Location", path) }
 
-// runRecover scans the dead letters and re-sends them, updating job.
-func (a *API) runRecover(job *RecoverJobJSON, tenant string) {
-	ctx, cancel := context.WithTimeout(context.Background(), recoverJobTimeout)
-	defer cancel()
-	limit := a.opts.Deliveries.MaxRecover
-	if limit <= 0 {
-		limit = DefaultMaxRecover
-	}
-	var sendErr error
-	sent := 0
-	err := a.opts.Deliveries.Dead.Scan(ctx, job.EndpointID, job.Since, job.Until, func(rec *kgo.Record) bool {
-		d := &sluicev1.Delivery{}
-		if err := proto.Unmarshal(rec.Value, d); err != nil || d.SchemaVersion != sluicev1.SchemaVersion ||
-			d.TenantId != tenant || d.EndpointId != job.EndpointID {
-			a.jobs.update(job, func(j *RecoverJobJSON) { j.Scanned++; j.Skipped++ })
-			return true
-		}
-		if sent >= limit {
-			a.jobs.update(job, func(j *RecoverJobJSON) { j.Truncated = true })
-			return false
-		}
-		fresh := &sluicev1.Delivery{SchemaVersion: sluicev1.SchemaVersion, DeliveryId: ids.New(ids.Delivery),
-			TenantId: d.TenantId, EndpointId: d.EndpointId, EventId: d.EventId, EventType: d.EventType,
-			EventReceivedAtMs: d.EventReceivedAtMs, Data: d.Data, Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_RECOVER}
-		if sendErr = a.publishDelivery(ctx, fresh); sendErr != nil {
-			return false
-		}
-		sent++
-		a.jobs.update(job, func(j *RecoverJobJSON) { j.Scanned++; j.Recovered++ })
-		return true
-	})
-	if err == nil {
-		err = sendErr
-	}
-	a.jobs.update(job, func(j *RecoverJobJSON) {
-		done := a.now().UTC()
-		j.Finished, j.Status = &done, "done"
-		if err != nil {
-			j.Status, j.Error = "failed", fmt.Sprintf("stopped after %d deliveries: %v", j.Recovered, err)
-		}
-	})
-	if err != nil {
-		a.log.Warn("recover job failed", "job", job.ID, "endpoint", job.EndpointID, "err", err)
-	}
-}
-
-// getRecoverJob serves GET /v1/endpoints/{endpoint_id}/recover/{job_id}.
+// getRecoverJob serves GET /v1/endpoints/{endpoint_id}/recover/{job_id}
+// from this replica's view of the config topic, whichever replica runs the
+// job.
 func (a *API) getRecoverJob(r *request) {
 	id := r.param("endpoint_id")
 	if _, ok := a.endpoint(r, id); !ok {
 		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found", "endpoint "+trunc(id)+" does not exist")
 		return
 	}
-	job, ok := a.jobs.get(r.param("job_id"))
-	if !ok || job.EndpointID != id {
+	rec, ok := a.store.Get(r.param("job_id"))
+	job := rec.GetRecoverJob()
+	if !ok || job == nil || job.TenantId != r.caller.tenant || job.EndpointId != id {
 		WriteProblem(r.RequestCtx, fasthttp.StatusNotFound, "not-found",
-			"recover job "+trunc(r.param("job_id"))+" is not known to this server (jobs are reported by the replica that runs them)")
+			"recover job "+trunc(r.param("job_id"))+" does not exist (finished jobs are kept 7 days)")
 		return
 	}
-	writeJSON(r.RequestCtx, fasthttp.StatusOK, job)
+	writeJSON(r.RequestCtx, fasthttp.StatusOK, recoverJobJSON(job))
 }

@@ -26,11 +26,28 @@ type DeliveriesOptions struct {
 	Sink EventSink
 	// Topic is the deliveries topic.
 	Topic string
-	// Dead reads the dead-letter topic for recover.
+	// Dead finds where recover jobs read the dead-letter topic.
 	Dead DeadLetters
 	// MaxRecover bounds the deliveries one recover job re-sends; zero or
 	// less means DefaultMaxRecover.
 	MaxRecover int
+	// MaxRecoverJobs bounds the recover jobs of one tenant running at
+	// once; zero or less means DefaultMaxRecoverJobs.
+	MaxRecoverJobs int
+}
+
+func (o DeliveriesOptions) maxRecover() int {
+	if o.MaxRecover <= 0 {
+		return DefaultMaxRecover
+	}
+	return o.MaxRecover
+}
+
+func (o DeliveriesOptions) maxRecoverJobs() int {
+	if o.MaxRecoverJobs <= 0 {
+		return DefaultMaxRecoverJobs
+	}
+	return o.MaxRecoverJobs
 }
 
 // DefaultMaxRecover is how many deliveries one recover job re-sends at
@@ -42,12 +59,12 @@ const DefaultMaxRecover = 10000
 // 30 days, and a week at a time keeps each job's scan bounded.
 const maxRecoverWindow = 7 * 24 * time.Hour
 
-// DeadLetters reads dead-lettered deliveries.
+// DeadLetters says where a recover job reads the dead-letter topic.
 type DeadLetters interface {
-	// Scan calls fn with every dead letter keyed by endpoint and parked
-	// within [since, until), in order per partition, until fn returns
-	// false. It reads up to where the topic ended when Scan began.
-	Scan(ctx context.Context, endpoint string, since, until time.Time, fn func(*kgo.Record) bool) error
+	// Bounds returns, for every partition holding records parked at or
+	// after since, the first such offset (as start and next) and the
+	// partition's end now.
+	Bounds(ctx context.Context, since time.Time) ([]*sluicev1.RecoverPartition, error)
 }
 
 // ReplayRequest is the body of POST /v1/events/{id}/replay: the endpoints
@@ -160,87 +177,72 @@ func (a *API) publishDelivery(ctx context.Context, d *sluicev1.Delivery) error {
 	return a.opts.Deliveries.Sink.Publish(ctx, &kgo.Record{Topic: a.opts.Deliveries.Topic, Key: []byte(d.EndpointId), Value: b})
 }
 
-// KafkaDeadLetters reads the dead-letter topic with a plain client per scan.
+// KafkaDeadLetters reads the dead-letter topic: Bounds for the API, a
+// reader per job for the RecoverRunner.
 type KafkaDeadLetters struct {
 	Kafka kafkax.Config
 	Topic string
 }
 
-var _ DeadLetters = KafkaDeadLetters{}
+var _ DeadLetterReader = KafkaDeadLetters{}
 
-// Scan reads every partition of the topic from the first record at or
-// after since (by record time) up to its end when the scan began. Dead
-// letters are keyed by endpoint, so one partition holds an endpoint's; all
-// are read so the scan does not depend on the producers' partitioner.
-func (k KafkaDeadLetters) Scan(ctx context.Context, endpoint string, since, until time.Time, fn func(*kgo.Record) bool) error {
+// Bounds lists every partition from the first record at or after since
+// (by record time) to its high watermark now. Dead letters are keyed by
+// endpoint, so one partition holds an endpoint's; all are listed so a job
+// does not depend on the producers' partitioner.
+func (k KafkaDeadLetters) Bounds(ctx context.Context, since time.Time) ([]*sluicev1.RecoverPartition, error) {
 	adm, err := kafkax.NewAdmin(k.Kafka)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer adm.Close()
 	starts, err := adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), k.Topic)
 	if err != nil {
-		return fmt.Errorf("finding dead letters after %v: %w", since, err)
+		return nil, fmt.Errorf("finding dead letters after %v: %w", since, err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, k.Topic)
 	if err != nil {
-		return fmt.Errorf("finding the end of %s: %w", k.Topic, err)
+		return nil, fmt.Errorf("finding the end of %s: %w", k.Topic, err)
 	}
-	from := map[int32]kgo.Offset{}
-	left := map[int32]int64{} // partition → end offset still to reach
+	var out []*sluicev1.RecoverPartition
+	var ferr error
 	starts.Each(func(o kadm.ListedOffset) {
 		end, ok := ends.Lookup(k.Topic, o.Partition)
-		if o.Err == nil && ok && end.Err == nil && o.Offset < end.Offset {
-			from[o.Partition] = kgo.NewOffset().At(o.Offset)
-			left[o.Partition] = end.Offset
+		switch {
+		case o.Err != nil:
+			ferr = errors.Join(ferr, fmt.Errorf("partition %d: %w", o.Partition, o.Err))
+		case !ok || end.Err != nil:
+			ferr = errors.Join(ferr, fmt.Errorf("partition %d has no end offset: %v", o.Partition, end.Err))
+		case o.Offset < end.Offset:
+			out = append(out, &sluicev1.RecoverPartition{Partition: o.Partition, StartOffset: o.Offset,
+				NextOffset: o.Offset, EndOffset: end.Offset})
 		}
 	})
-	if len(from) == 0 {
-		return nil
+	if ferr != nil {
+		return nil, fmt.Errorf("listing the offsets of %s: %w", k.Topic, ferr)
 	}
-	cl, err := kafkax.NewClient(k.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.Topic: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	if err != nil {
-		return err
+	sort.Slice(out, func(i, j int) bool { return out[i].Partition < out[j].Partition })
+	return out, nil
+}
+
+// Reader consumes the partitions of from, each from its offset, with
+// read_committed (an aborted write is not a dead letter) and transaction
+// markers kept: a job sees where a partition ends even when its last
+// offset is a marker, as dedup.Rebuild does. Each fetch is bounded, so a
+// job buffers at most a few MiB however large the topic is.
+func (k KafkaDeadLetters) Reader(from map[int32]int64) (*kgo.Client, error) {
+	offsets := make(map[int32]kgo.Offset, len(from))
+	for p, o := range from {
+		offsets[p] = kgo.NewOffset().At(o)
 	}
-	defer cl.Close()
-	for len(left) > 0 {
-		// A transaction's commit marker can be a partition's last offset
-		// and is never returned: a poll that brings nothing for 2 s means
-		// everything committed up to the end has been read.
-		pollCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		fs := cl.PollFetches(pollCtx)
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("reading dead letters: %w", err)
-		}
-		if fs.NumRecords() == 0 {
-			return nil
-		}
-		var ferr error
-		fs.EachError(func(_ string, _ int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				ferr = err
-			}
-		})
-		if ferr != nil {
-			return fmt.Errorf("reading dead letters: %w", ferr)
-		}
-		stop := false
-		fs.EachRecord(func(rec *kgo.Record) {
-			if stop {
-				return
-			}
-			if end, ok := left[rec.Partition]; ok && rec.Offset+1 >= end {
-				delete(left, rec.Partition)
-			}
-			if string(rec.Key) == endpoint && !rec.Timestamp.Before(since) && rec.Timestamp.Before(until) {
-				stop = !fn(rec)
-			}
-		})
-		if stop {
-			return nil
-		}
-	}
-	return nil
+	return kafkax.NewClient(k.Kafka,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{k.Topic: offsets}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		// 4 MiB a fetch (1 MiB a partition, the default); franz-go has at
+		// most one fetch in flight per broker and buffers it until
+		// polled: 4 MiB per broker per running job, and a replica runs at
+		// most 4 jobs.
+		kgo.FetchMaxBytes(4<<20),
+	)
 }

@@ -25,10 +25,16 @@ type TenantJSON struct {
 	Metadata map[string]string `json:"metadata"`
 	// RetrySchedule is the waits before each retry of the tenant's
 	// endpoints, in milliseconds; empty means Sluice's default.
-	RetrySchedule []int64   `json:"retry_schedule_ms"`
-	Created       time.Time `json:"created"`
-	Updated       time.Time `json:"updated"`
-	Etag          string    `json:"etag"`
+	RetrySchedule []int64 `json:"retry_schedule_ms"`
+	// MaxEndpoints is the most endpoints the tenant may have; null means
+	// the operator's default (SLUICE_TENANT_MAX_ENDPOINTS).
+	MaxEndpoints *uint32 `json:"max_endpoints"`
+	// EventsPerSecond is the tenant's ingest quota per replica, 0 for none;
+	// null means the operator's default (SLUICE_TENANT_EVENTS_PER_SECOND).
+	EventsPerSecond *uint32   `json:"events_per_second"`
+	Created         time.Time `json:"created"`
+	Updated         time.Time `json:"updated"`
+	Etag            string    `json:"etag"`
 }
 
 func tenantJSON(t *sluicev1.Tenant) TenantJSON {
@@ -40,22 +46,54 @@ func tenantJSON(t *sluicev1.Tenant) TenantJSON {
 	if rs == nil {
 		rs = []int64{}
 	}
-	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, RetrySchedule: rs, Created: fromMs(t.CreatedAtMs),
-		Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
+	return TenantJSON{ID: t.Id, Name: t.Name, Metadata: md, RetrySchedule: rs, MaxEndpoints: t.MaxEndpoints,
+		EventsPerSecond: t.EventsPerSecond, Created: fromMs(t.CreatedAtMs), Updated: fromMs(t.UpdatedAtMs), Etag: t.Etag}
 }
 
-// TenantCreate is the body of POST /v1/tenants.
+// TenantCreate is the body of POST /v1/tenants. The quotas are optional:
+// absent or null means the operator's default.
 type TenantCreate struct {
-	Name          string            `json:"name"`
-	Metadata      map[string]string `json:"metadata"`
-	RetrySchedule []int64           `json:"retry_schedule_ms"`
+	Name            string            `json:"name"`
+	Metadata        map[string]string `json:"metadata"`
+	RetrySchedule   []int64           `json:"retry_schedule_ms"`
+	MaxEndpoints    *int64            `json:"max_endpoints"`
+	EventsPerSecond *int64            `json:"events_per_second"`
 }
 
-// TenantPatch is the body of PATCH /v1/tenants/{id}.
+// TenantPatch is the body of PATCH /v1/tenants/{id}; null sets a quota
+// back to the operator's default.
 type TenantPatch struct {
-	Name          Optional[string]            `json:"name"`
-	Metadata      Optional[map[string]string] `json:"metadata"`
-	RetrySchedule Optional[[]int64]           `json:"retry_schedule_ms"`
+	Name            Optional[string]            `json:"name"`
+	Metadata        Optional[map[string]string] `json:"metadata"`
+	RetrySchedule   Optional[[]int64]           `json:"retry_schedule_ms"`
+	MaxEndpoints    Optional[int64]             `json:"max_endpoints"`
+	EventsPerSecond Optional[int64]             `json:"events_per_second"`
+}
+
+// validateMaxEndpoints checks a tenant's endpoint quota. 0 is allowed: a
+// tenant that may create no more endpoints.
+func validateMaxEndpoints(v int64) []FieldError {
+	if v < 0 || v > MaxEndpointsLimit {
+		return []FieldError{{"max_endpoints", fmt.Sprintf("must be from 0 to %d, or null for the server's default", MaxEndpointsLimit)}}
+	}
+	return nil
+}
+
+// validateEventsPerSecond checks a tenant's ingest quota: 0 is no limit.
+func validateEventsPerSecond(v int64) []FieldError {
+	if v < 0 || v > MaxEventsPerSecond {
+		return []FieldError{{"events_per_second", fmt.Sprintf("must be from 0 (no limit) to %d, or null for the server's default", MaxEventsPerSecond)}}
+	}
+	return nil
+}
+
+// optionalUint32 is v as a set proto field, or nil.
+func optionalUint32(v *int64) *uint32 {
+	if v == nil {
+		return nil
+	}
+	u := uint32(*v)
+	return &u
 }
 
 func validateName(name string) []FieldError {
@@ -72,13 +110,19 @@ func (a *API) createTenant(r *request) {
 	}
 	errs := append(validateName(in.Name), validateMetadata(in.Metadata)...)
 	errs = append(errs, validateRetrySchedule(in.RetrySchedule)...)
+	if in.MaxEndpoints != nil {
+		errs = append(errs, validateMaxEndpoints(*in.MaxEndpoints)...)
+	}
+	if in.EventsPerSecond != nil {
+		errs = append(errs, validateEventsPerSecond(*in.EventsPerSecond)...)
+	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
 	}
 	now := ms(a.now())
 	t := &sluicev1.Tenant{Id: ids.New(ids.Tenant), Name: in.Name, Metadata: in.Metadata, RetryScheduleMs: in.RetrySchedule,
-		CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
+		MaxEndpoints: optionalUint32(in.MaxEndpoints), EventsPerSecond: optionalUint32(in.EventsPerSecond), CreatedAtMs: now, UpdatedAtMs: now, Etag: newEtag()}
 	ctx, cancel := a.writeCtx()
 	defer cancel()
 	if _, err := a.store.Update(ctx, t.Id, func(cur *sluicev1.ConfigRecord) (*sluicev1.ConfigRecord, error) {
@@ -141,6 +185,12 @@ func (a *API) patchTenant(r *request) {
 	if in.RetrySchedule.Set {
 		errs = append(errs, validateRetrySchedule(in.RetrySchedule.Value)...)
 	}
+	if in.MaxEndpoints.Set && !in.MaxEndpoints.Null {
+		errs = append(errs, validateMaxEndpoints(in.MaxEndpoints.Value)...)
+	}
+	if in.EventsPerSecond.Set && !in.EventsPerSecond.Null {
+		errs = append(errs, validateEventsPerSecond(in.EventsPerSecond.Value)...)
+	}
 	if len(errs) > 0 {
 		invalid(r.RequestCtx, errs)
 		return
@@ -166,6 +216,18 @@ func (a *API) patchTenant(r *request) {
 		if in.RetrySchedule.Set {
 			t.RetryScheduleMs = in.RetrySchedule.Value
 		}
+		if in.MaxEndpoints.Set {
+			t.MaxEndpoints = nil
+			if !in.MaxEndpoints.Null {
+				t.MaxEndpoints = optionalUint32(&in.MaxEndpoints.Value)
+			}
+		}
+		if in.EventsPerSecond.Set {
+			t.EventsPerSecond = nil
+			if !in.EventsPerSecond.Null {
+				t.EventsPerSecond = optionalUint32(&in.EventsPerSecond.Value)
+			}
+		}
 		if proto.Equal(before, t) {
 			return nil, unchanged{cur}
 		}
@@ -186,6 +248,8 @@ func (a *API) patchTenant(r *request) {
 
 // deleteTenant refuses while the tenant still has endpoints or keys:
 // deleting a customer's configuration is done object by object, on purpose.
+// Its finished recover jobs do not count: they are deleted after their
+// retention.
 func (a *API) deleteTenant(r *request) {
 	id, tags := r.param("tenant_id"), ifMatch(r.RequestCtx)
 	a.deleteObject(r, id, "tenant", func(cur *sluicev1.ConfigRecord) error {
@@ -196,7 +260,13 @@ func (a *API) deleteTenant(r *request) {
 		if err := checkIfMatch(tags, t.Etag); err != nil {
 			return err
 		}
-		if n := len(a.store.TenantObjects(id)); n > 0 {
+		n := 0
+		for _, rec := range a.store.TenantObjects(id) {
+			if rec.GetEndpoint() != nil || rec.GetApiKey() != nil {
+				n++
+			}
+		}
+		if n > 0 {
 			return conflictError{fmt.Sprintf("tenant %s still has %d endpoints or API keys; delete them first", id, n)}
 		}
 		return nil

@@ -405,7 +405,8 @@ func testAPIKeys(t *testing.T, e *env) {
 func wantSameTenant(t testing.TB, got, want api.TenantJSON) {
 	t.Helper()
 	if got.ID != want.ID || got.Name != want.Name || got.Etag != want.Etag || !got.Created.Equal(want.Created) ||
-		!got.Updated.Equal(want.Updated) || !maps.Equal(got.Metadata, want.Metadata) {
+		!got.Updated.Equal(want.Updated) || !maps.Equal(got.Metadata, want.Metadata) ||
+		!samePtr(got.MaxEndpoints, want.MaxEndpoints) {
 		t.Fatalf("tenant %+v, want %+v", got, want)
 	}
 }

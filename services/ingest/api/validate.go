@@ -22,15 +22,17 @@ const (
 	maxHeaders        = 20
 	maxHeaderName     = 64
 	maxHeaderValue    = 1024
-	// DefaultMaxInFlight is DESIGN §6's default concurrency per endpoint.
-	DefaultMaxInFlight = 10
-	maxMaxInFlight     = 1000
+	maxMaxInFlight    = 1000
 	// maxRateLimit is per second; above it, a limit no longer limits.
 	maxRateLimit = 10000
-	// DefaultTimeoutMs is the request timeout of an endpoint that sets none.
-	DefaultTimeoutMs = 15000
-	minTimeoutMs     = 1000
-	maxTimeoutMs     = 60000
+	// minRateLimit is per second: one request every 1000 s (about 17
+	// minutes). Slower is an endpoint that is paused, which disable says
+	// better; and the sender waits 1/rate for a token, which for rates
+	// below about 1e-10/s overflows time.Duration into a negative wait
+	// (review M1). At the floor the wait is 1000 s, far inside it.
+	minRateLimit = 0.001
+	minTimeoutMs = 1000
+	maxTimeoutMs = 60000
 )
 
 // forbiddenHeaders are set by Sluice or by HTTP itself; an endpoint may not
@@ -142,8 +144,8 @@ func validateMaxInFlight(v int64) []FieldError {
 }
 
 func validateRateLimit(v float64) []FieldError {
-	if math.IsNaN(v) || v <= 0 || v > maxRateLimit {
-		return []FieldError{{"rate_limit", fmt.Sprintf("must be above 0 and at most %d per second, or null for none", maxRateLimit)}}
+	if math.IsNaN(v) || v < minRateLimit || v > maxRateLimit {
+		return []FieldError{{"rate_limit", fmt.Sprintf("must be from %g to %d per second, or null for none", minRateLimit, maxRateLimit)}}
 	}
 	return nil
 }

@@ -94,6 +94,10 @@ func testEndpointValidation(t *testing.T, e *env) {
 		{desc: "rate_limit -1", body: endpointBody(`"rate_limit":-1`), field: "rate_limit"},
 		{desc: "rate_limit 10001", body: endpointBody(`"rate_limit":10001`), field: "rate_limit"},
 		{desc: "rate_limit past float64", body: endpointBody(`"rate_limit":1e400`), field: "rate_limit"},
+		// Below the floor of 0.001/s: at 1e-12/s the sender's wait for a
+		// token overflows time.Duration (review M1).
+		{desc: "rate_limit 1e-12", body: endpointBody(`"rate_limit":1e-12`), field: "rate_limit"},
+		{desc: "rate_limit just under 0.001", body: endpointBody(`"rate_limit":0.00099`), field: "rate_limit"},
 		{desc: "timeout_ms 999", body: endpointBody(`"timeout_ms":999`), field: "timeout_ms"},
 		{desc: "timeout_ms 60001", body: endpointBody(`"timeout_ms":60001`), field: "timeout_ms"},
 		{desc: "retry wait under 1 s", body: endpointBody(`"retry_schedule_ms":[5000,999]`), field: "retry_schedule_ms[1]"},
@@ -153,6 +157,7 @@ func testEndpointValidation(t *testing.T, e *env) {
 			{"21 headers", `{"headers":` + string(h21) + `}`, "headers"},
 			{"max_in_flight 1001", `{"max_in_flight":1001}`, "max_in_flight"},
 			{"rate_limit -1", `{"rate_limit":-1}`, "rate_limit"},
+			{"rate_limit 1e-12", `{"rate_limit":1e-12}`, "rate_limit"},
 			{"timeout_ms 60001", `{"timeout_ms":60001}`, "timeout_ms"},
 			{"retry wait of 0", `{"retry_schedule_ms":[0]}`, "retry_schedule_ms[0]"},
 			{"description of 513 bytes", `{"description":` + jsonString(strings.Repeat("d", 513)) + `}`, "description"},

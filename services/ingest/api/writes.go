@@ -28,6 +28,11 @@ type conflictError struct{ detail string }
 
 func (e conflictError) Error() string { return e.detail }
 
+// limitError refuses a write that would take a tenant past a quota.
+type limitError struct{ detail string }
+
+func (e limitError) Error() string { return e.detail }
+
 // invalidError carries field errors found against the current object.
 type invalidError struct{ errs []FieldError }
 
@@ -71,6 +76,7 @@ func checkIfMatch(tags []string, current string) error {
 // writeFailed answers a write that did not happen.
 func (a *API) writeFailed(r *request, what string, err error) {
 	var ce conflictError
+	var le limitError
 	var ie invalidError
 	switch {
 	case errors.Is(err, errNotFound):
@@ -80,6 +86,8 @@ func (a *API) writeFailed(r *request, what string, err error) {
 			what+" has changed since the version named in If-Match; fetch it again and retry")
 	case errors.As(err, &ce):
 		WriteProblem(r.RequestCtx, fasthttp.StatusConflict, "conflict", ce.detail)
+	case errors.As(err, &le):
+		WriteProblem(r.RequestCtx, fasthttp.StatusConflict, "limit-exceeded", le.detail)
 	case errors.As(err, &ie):
 		invalid(r.RequestCtx, ie.errs)
 	default:

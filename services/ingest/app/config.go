@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/service"
+	"github.com/sluicehq/sluice/services/ingest/api"
 	"github.com/sluicehq/sluice/services/ingest/router"
 )
 
@@ -39,6 +40,7 @@ type Config struct {
 	RotationGrace time.Duration
 	Router        RouterConfig
 	Events        EventsConfig
+	Tenants       TenantsConfig
 	// ClickHouse holds the delivery log the log, replay and recover routes
 	// read.
 	ClickHouse clickhousex.Config
@@ -56,6 +58,24 @@ type EventsConfig struct {
 	BufferBytes int
 	// MaxBatch bounds the events of one batch request.
 	MaxBatch int
+}
+
+// TenantsConfig are the operator's defaults of the per-tenant quotas; an
+// admin overrides the first two per tenant (max_endpoints,
+// events_per_second).
+type TenantsConfig struct {
+	// MaxEndpoints bounds a tenant's endpoints. Each matching endpoint is
+	// one delivery with the whole payload in the router's transaction, so
+	// it bounds one event's fan-out; api.MaxEndpointsLimit (10,000) is the
+	// most it may be.
+	MaxEndpoints int
+	// EventsPerSecond bounds the events a tenant sends through one ingest
+	// replica; 0 is no limit. Each replica keeps its own buckets, so N
+	// replicas admit up to N times it.
+	EventsPerSecond int
+	// MaxRecoverJobs bounds a tenant's recover jobs running at once (each
+	// reads the whole dead-letter topic with a client of its own).
+	MaxRecoverJobs int
 }
 
 // RouterConfig are the settings of the router stage.
@@ -114,6 +134,12 @@ func register(c *Config, l *config.Loader) {
 	l.Int(&c.Events.BufferBytes, "events-buffer-bytes", 64<<20,
 		"event bytes the API buffers for Kafka at most; beyond it requests get 503 with Retry-After")
 	l.Int(&c.Events.MaxBatch, "events-max-batch", 500, "events in one POST /v1/events/batch at most")
+	l.Int(&c.Tenants.MaxEndpoints, "tenant-max-endpoints", api.DefaultMaxEndpoints,
+		"endpoints a tenant may have, unless its max_endpoints says otherwise")
+	l.Int(&c.Tenants.EventsPerSecond, "tenant-events-per-second", 0,
+		"events per second a tenant may send through this replica, unless its events_per_second says otherwise; 0 is no limit")
+	l.Int(&c.Tenants.MaxRecoverJobs, "tenant-max-recover-jobs", api.DefaultMaxRecoverJobs,
+		"recover jobs of one tenant running at once, across replicas")
 }
 
 // Validate checks every setting.
@@ -173,6 +199,17 @@ func (c Config) Validate() error {
 	}
 	if e := c.Events; e.MaxBatch < 1 || e.MaxBatch > 10000 {
 		errs = append(errs, fmt.Errorf("events-max-batch must be from 1 to 10000, got %d", e.MaxBatch))
+	}
+	if n := c.Tenants.MaxEndpoints; n < 1 || n > api.MaxEndpointsLimit {
+		errs = append(errs, fmt.Errorf("tenant-max-endpoints must be from 1 to %d, got %d", api.MaxEndpointsLimit, n))
+	}
+	if n := c.Tenants.EventsPerSecond; n < 0 || n > api.MaxEventsPerSecond {
+		errs = append(errs, fmt.Errorf("tenant-events-per-second must be from 0 (no limit) to %d, got %d", api.MaxEventsPerSecond, n))
+	}
+	// Each running job is a Kafka client reading every dead-letter
+	// partition; 100 per tenant is already far more than one needs.
+	if n := c.Tenants.MaxRecoverJobs; n < 1 || n > 100 {
+		errs = append(errs, fmt.Errorf("tenant-max-recover-jobs must be from 1 to 100, got %d", n))
 	}
 	return errors.Join(errs...)
 }

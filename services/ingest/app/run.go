@@ -105,15 +105,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer chConn.Close()
+	dead := api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}
 	handler := api.New(store, box, api.Options{
 		AdminKey: cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
 		// A config write is a few Kafka round trips; 10 s covers a leader
 		// election, after which the client is told to retry.
 		WriteTimeout: 10 * time.Second,
 		Events:       events,
+		Tenants:      api.TenantLimits{MaxEndpoints: cfg.Tenants.MaxEndpoints, EventsPerSecond: cfg.Tenants.EventsPerSecond},
 		Log:          logquery.New(chConn, cfg.ClickHouse.Database),
 		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries,
-			Dead: api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}},
+			Dead: dead, MaxRecoverJobs: cfg.Tenants.MaxRecoverJobs},
 	}, rt.Log).Handler()
 
 	srv := &fasthttp.Server{
@@ -129,7 +131,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	rt.Ops.AddCheck("kafka", func(ctx context.Context) error { return store.Ping(ctx) })
 
-	workers := []func(context.Context) error{store.Run, view.Run}
+	// Recover jobs are config objects; this replica runs its share of them.
+	// The config view keeps running until the runner has stopped: at
+	// shutdown the runner saves its jobs' progress and releases them, and
+	// a config write needs the view to read it back.
+	recoverJobs := api.NewRecoverRunner(api.RecoverRunnerOptions{Store: store, Dead: dead,
+		Sink: api.NewKafkaSink(producer), Topic: names.Deliveries}, rt.Log.With("component", "recover"))
+	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStore()
+	workers := []func(context.Context) error{
+		func(context.Context) error { return store.Run(storeCtx) }, view.Run,
+		func(ctx context.Context) error { defer stopStore(); return recoverJobs.Run(ctx) },
+	}
 	if cfg.Router.Enabled {
 		workers = append(workers, routerWorker(cfg, names, store, rt, routerStage, box.RecordKey()))
 	}

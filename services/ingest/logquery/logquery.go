@@ -5,7 +5,8 @@
 // identifier, is written into the text.
 //
 // Queries read with FINAL, so rows the logwriter inserted twice (after a
-// crash before its commit) count once. They run unchanged on ClickHouse
+// crash before its commit) count once; Event, which reads one row, says
+// why it does not. They run unchanged on ClickHouse
 // 18.16 and current releases: minutes are integer divisions of microsecond
 // columns rather than toStartOfInterval, and lists of values are bound as
 // arrays tested with has().
@@ -95,10 +96,19 @@ func (r *Reader) Events(ctx context.Context, q EventQuery) ([]Event, error) {
 	return out, rows.Err()
 }
 
-// Event returns one event with its payload.
+// Event returns one event with its payload: of the rows of an id reused
+// after the dedup window, the one received last.
+//
+// It reads without FINAL, unlike the other queries. FINAL collapses the
+// rows of one key (even across day partitions, on 18.16) into the one
+// inserted last, which is not the newest when the logwriter re-inserts an
+// older batch after a crash. Without FINAL every row is there: copies of
+// one acceptance are identical, copies of a reuse differ in
+// received_at_ms, so the newest first is one well-defined event however
+// the rows were inserted or merged.
 func (r *Reader) Event(ctx context.Context, tenant, id string) (Event, bool, error) {
 	rows, err := r.conn.Query(ctx, r.sql(`SELECT event_id, event_type, source, received_at_ms, fanout_count, endpoint_ids, data
-		FROM {db}.events FINAL WHERE tenant_id = ? AND event_id = ? LIMIT 1`), tenant, id)
+		FROM {db}.events WHERE tenant_id = ? AND event_id = ? ORDER BY received_at_ms DESC LIMIT 1`), tenant, id)
 	if err != nil {
 		return Event{}, false, fmt.Errorf("querying event %s: %w", id, err)
 	}

@@ -281,3 +281,45 @@ func TestAttemptsFiltersStatusAndStats(t *testing.T) {
 		t.Fatalf("event status %+v, %v", status, err)
 	}
 }
+
+// TestEventReusedIDIsTheNewest: an event id reused after the dedup window
+// has a row each time it was accepted. Event must return the newest,
+// whichever was inserted last, so GET and replay agree (review B7). On
+// different days the rows are in different partitions; on one day FINAL
+// collapses them into the one inserted last, which may be the older copy
+// (a logwriter re-inserting a batch after a crash).
+func TestEventReusedIDIsTheNewest(t *testing.T) {
+	ch, r := logDB(t)
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		desc         string
+		older, newer time.Time
+	}{
+		{"on different days", today.Add(-72 * time.Hour), today.Add(time.Hour)},
+		{"on one day", today.Add(time.Hour), today.Add(2 * time.Hour)},
+	} {
+		older := event{tenant: "ten_a", id: "evt_reused", typ: "order.created", data: `{"copy":"old"}`,
+			at: tc.older, endpoints: []string{"ep_old"}}
+		newer := event{tenant: "ten_a", id: "evt_reused", typ: "order.paid", data: `{"copy":"new"}`,
+			at: tc.newer, endpoints: []string{"ep_new"}}
+		for _, order := range [][]event{{older, newer}, {newer, older}} {
+			t.Run(tc.desc+", "+order[0].data+" inserted first", func(t *testing.T) {
+				if err := ch.Conn.Exec(ctx, "TRUNCATE TABLE "+ch.Config.Database+".events"); err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range order {
+					insertEvents(t, ch, e) // one insert each: one part each
+				}
+				e, ok, err := r.Event(ctx, "ten_a", "evt_reused")
+				if err != nil || !ok {
+					t.Fatalf("Event: %v, %v", ok, err)
+				}
+				if string(e.Data) != newer.data || e.Type != newer.typ || e.ReceivedAtMs != newer.at.UnixMilli() ||
+					len(e.EndpointIDs) != 1 || e.EndpointIDs[0] != "ep_new" {
+					t.Fatalf("Event returned %+v (data %s), want the copy received at %v", e, e.Data, newer.at)
+				}
+			})
+		}
+	}
+}

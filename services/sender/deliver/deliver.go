@@ -36,7 +36,7 @@ type Options struct {
 	MaxConnsPerHost int
 	// Guard refuses internal addresses.
 	Guard *egress.Guard
-	// Box opens the endpoints' sealed signing secrets.
+	// Box opens the endpoints' sealed signing secrets and custom headers.
 	Box *secretbox.Box
 	// Now tells the time; nil means time.Now.
 	Now func() time.Time
@@ -141,8 +141,22 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 	defer fasthttp.ReleaseResponse(resp)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(ep.Url)
+	// Custom headers: in clear only for endpoints written before values
+	// were sealed; sealed ones are opened here, each bound to this
+	// endpoint and name. An AES-GCM open of a short value takes about a
+	// microsecond, at most 20 per attempt, next to a network round trip.
 	for k, v := range ep.Headers {
 		req.Header.Set(k, v)
+	}
+	for k, sealed := range ep.HeadersSealed {
+		v, err := dv.opts.Box.Open(sealed, sluicev1.HeaderSealAAD(ep.Id, k))
+		if err != nil {
+			a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED
+			a.Error = fmt.Sprintf("not sent: the custom header %s of endpoint %s cannot be opened "+
+				"(is the secrets key the one ingest uses?): %v", k, ep.Id, err)
+			return a, ""
+		}
+		req.Header.SetBytesV(k, v)
 	}
 	// Set after the custom headers: these cannot be overridden.
 	req.Header.SetContentType("application/json")

@@ -726,3 +726,62 @@ func TestAttemptReturnsRetryAfter(t *testing.T) {
 		t.Fatalf("Retry-After %q from an answer without one", ra)
 	}
 }
+
+// TestAttemptSendsSealedHeaders: custom header values are stored sealed,
+// each bound to its endpoint and name; the deliverer opens them and sends
+// the real values. A value that does not open (another key, or moved from
+// another endpoint or header) blocks the attempt, saying which header,
+// and nothing is sent.
+func TestAttemptSendsSealedHeaders(t *testing.T) {
+	got := make(chan http.Header, 1)
+	recv := newReceiver(t, map[string]http.HandlerFunc{
+		"/hook": func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case got <- r.Header.Clone():
+			default: // a request that must not have been made; counted
+			}
+			w.WriteHeader(http.StatusNoContent)
+		},
+	})
+	d := newTestDeliverer(t, time.Second, 0)
+
+	ep := endpoint("ep_sealed", recv.url("/hook"))
+	ep.HeadersSealed = map[string][]byte{
+		"Authorization": box.Seal([]byte("Bearer receiver-credential"), sluicev1.HeaderSealAAD(ep.Id, "Authorization")),
+		"X-Api-Key":     box.Seal([]byte("k-123"), sluicev1.HeaderSealAAD(ep.Id, "X-Api-Key")),
+	}
+	// Written before sealing: still sent as stored.
+	ep.Headers = map[string]string{"X-Legacy": "in clear"}
+	a, _ := d.Attempt(delivery(ep.Id), ep)
+	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+	}
+	h := <-got
+	for name, want := range map[string]string{"Authorization": "Bearer receiver-credential", "X-Api-Key": "k-123", "X-Legacy": "in clear"} {
+		if v := h.Values(name); len(v) != 1 || v[0] != want {
+			t.Errorf("header %s = %q, want exactly %q", name, v, want)
+		}
+	}
+
+	other, _ := secretbox.New(secretbox.Config{Key: "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="})
+	for desc, sealed := range map[string][]byte{
+		"sealed under another key":      other.Seal([]byte("v"), sluicev1.HeaderSealAAD("ep_bad", "X-Api-Key")),
+		"moved from another endpoint":   box.Seal([]byte("v"), sluicev1.HeaderSealAAD("ep_sealed", "X-Api-Key")),
+		"moved from another header":     box.Seal([]byte("v"), sluicev1.HeaderSealAAD("ep_bad", "Authorization")),
+		"the endpoint's signing secret": box.Seal([]byte("v"), "ep_bad"),
+		"not a sealed value":            []byte("v"),
+	} {
+		t.Run(desc, func(t *testing.T) {
+			bad := endpoint("ep_bad", recv.url("/hook"))
+			bad.HeadersSealed = map[string][]byte{"X-Api-Key": sealed}
+			a, _ := d.Attempt(delivery(bad.Id), bad)
+			if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED || !strings.Contains(a.Error, "X-Api-Key") ||
+				!strings.Contains(a.Error, "cannot be opened") {
+				t.Fatalf("outcome %v error %q; want blocked, naming the header", a.Outcome, a.Error)
+			}
+		})
+	}
+	if n := recv.count["/hook"].Load(); n != 1 {
+		t.Fatalf("the receiver got %d requests, want only the first endpoint's", n)
+	}
+}
