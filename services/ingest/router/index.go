@@ -28,6 +28,12 @@ type Index struct {
 	// owner remembers each indexed endpoint's tenant, so a change that
 	// moves or deletes it can find the old entry.
 	owner map[string]string
+	// Until Load has run, applied holds the keys Apply has seen: their
+	// changes are newer than the snapshot Load is given (configstore's
+	// Subscribe registers Apply before it returns the snapshot), so Load
+	// must not put the snapshot's older versions back.
+	loaded  bool
+	applied map[string]bool
 }
 
 type tenantIndex struct {
@@ -53,18 +59,21 @@ func NewIndex(onInvalid func(endpointID string, err error)) *Index {
 	if onInvalid == nil {
 		onInvalid = func(string, error) {}
 	}
-	return &Index{onInvalid: onInvalid, tenants: map[string]*tenantIndex{}, owner: map[string]string{}}
+	return &Index{onInvalid: onInvalid, tenants: map[string]*tenantIndex{}, owner: map[string]string{},
+		applied: map[string]bool{}}
 }
 
-// Load indexes every endpoint of a snapshot (see configstore.Subscribe).
+// Load indexes every endpoint of a snapshot (see configstore.Subscribe),
+// except those a change applied meanwhile has superseded.
 func (ix *Index) Load(snapshot map[string]*sluicev1.ConfigRecord) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	for _, rec := range snapshot {
-		if e := rec.GetEndpoint(); e != nil {
+	for key, rec := range snapshot {
+		if e := rec.GetEndpoint(); e != nil && !ix.applied[key] {
 			ix.putLocked(e)
 		}
 	}
+	ix.loaded, ix.applied = true, nil
 }
 
 // Apply follows one change of the config store.
@@ -74,6 +83,9 @@ func (ix *Index) Apply(c configstore.Change) {
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if !ix.loaded {
+		ix.applied[c.Key] = true
+	}
 	ix.removeLocked(c.Key)
 	if e := c.New.GetEndpoint(); e != nil {
 		ix.putLocked(e)

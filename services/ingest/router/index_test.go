@@ -141,3 +141,28 @@ func BenchmarkMatch(b *testing.B) {
 		b.Fatalf("%d matches, want 4", len(dst))
 	}
 }
+
+// TestLoadKeepsChangesAppliedBeforeIt: Subscribe registers Apply before it
+// returns the snapshot, so a change can be applied before Load runs; Load
+// must not put the snapshot's older version back (nor a deleted endpoint).
+func TestLoadKeepsChangesAppliedBeforeIt(t *testing.T) {
+	ix := router.NewIndex(nil)
+	old := ep("ep_1", "ten_a", "order.created")
+	gone := ep("ep_2", "ten_a", "order.created")
+	snapshot := map[string]*sluicev1.ConfigRecord{"ep_1": old, "ep_2": gone}
+	newer := ep("ep_1", "ten_a", "invoice.paid")
+	ix.Apply(configstore.Change{Key: "ep_1", Old: old, New: newer})
+	ix.Apply(configstore.Change{Key: "ep_2", Old: gone})
+	ix.Load(snapshot)
+	if got := ids(ix.Match(nil, "ten_a", "order.created")); got != "" {
+		t.Fatalf("order.created matches %q after newer changes, want nothing", got)
+	}
+	if got := ids(ix.Match(nil, "ten_a", "invoice.paid")); got != "ep_1" {
+		t.Fatalf("invoice.paid matches %q, want ep_1", got)
+	}
+	// After Load, changes apply as usual.
+	ix.Apply(configstore.Change{Key: "ep_1", Old: newer, New: old})
+	if got := ids(ix.Match(nil, "ten_a", "order.created")); got != "ep_1" {
+		t.Fatalf("after Load, order.created matches %q, want ep_1", got)
+	}
+}
