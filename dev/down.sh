@@ -12,12 +12,7 @@ if [ "${1:-}" = --if-owner ]; then
   [ "$(cat "$SLUICE_DEV_STATE/owner" 2>/dev/null)" = "${2:?--if-owner needs a name}" ] || exit 0
   shift 2
 fi
-parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(kafka clickhouse)
-for part in "${parts[@]}"; do
-  case $part in kafka|clickhouse) ;; *) die "unknown part $part (want kafka or clickhouse)" ;; esac
-done
-wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+select_parts "$@"
 
 stop() { # name pidfile port…
   local name=$1 pidfile=$2 pid; shift 2

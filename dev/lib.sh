@@ -87,6 +87,18 @@ kafka_jars_dir() {
   echo "$SLUICE_CACHE/kafka-jars/$sum"
 }
 
+# select_parts ARG…: sets parts to the stack parts named (kafka,
+# clickhouse), both when none is; wants PART is then true for a part named.
+select_parts() {
+  parts=("$@")
+  [ ${#parts[@]} -gt 0 ] || parts=(kafka clickhouse)
+  local part
+  for part in "${parts[@]}"; do
+    case $part in kafka|clickhouse) ;; *) die "unknown part $part (want kafka or clickhouse)" ;; esac
+  done
+}
+wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+
 # as_root CMD…: run CMD as root (directly, or through sudo).
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

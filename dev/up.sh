@@ -18,12 +18,7 @@
 # started something); dev/down.sh --if-owner OWNER stops only such a stack.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(kafka clickhouse)
-for part in "${parts[@]}"; do
-  case $part in kafka|clickhouse) ;; *) die "unknown part $part (want kafka or clickhouse)" ;; esac
-done
-wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
+select_parts "$@"
 
 "$DEV_DIR/install.sh"
 mkdir -p "$KAFKA_STATE" "$CLICKHOUSE_STATE"
