@@ -267,25 +267,31 @@ func (su *Suite) killService(name string) func(context.Context) error {
 // killBroker kills the broker with SIGKILL and brings it back with
 // dev/up.sh, as an operator (or a supervisor) would.
 func (su *Suite) killBroker(ctx context.Context) error {
-	pid, err := su.S.DevPID("kafka")
-	if err != nil {
+	if _, err := su.signal("kafka", syscall.SIGKILL); err != nil {
 		return err
 	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("killing the broker (pid %d): %w", pid, err)
-	}
 	return su.dev(ctx, "up.sh", "kafka")
+}
+
+// signal sends sig to the dev stack's part ("kafka", "clickhouse") and
+// returns its pid.
+func (su *Suite) signal(part string, sig syscall.Signal) (int, error) {
+	pid, err := su.S.DevPID(part)
+	if err != nil {
+		return 0, err
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
+		return pid, fmt.Errorf("sending %v to %s (pid %d): %w", sig, part, pid, err)
+	}
+	return pid, nil
 }
 
 // freezeClickHouse stops ClickHouse with SIGSTOP for freezeFor, then
 // resumes it; it resumes it also when ctx ends early.
 func (su *Suite) freezeClickHouse(ctx context.Context) error {
-	pid, err := su.S.DevPID("clickhouse")
+	pid, err := su.signal("clickhouse", syscall.SIGSTOP)
 	if err != nil {
 		return err
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("freezing ClickHouse (pid %d): %w", pid, err)
 	}
 	slept := sleep(ctx, freezeFor)
 	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {

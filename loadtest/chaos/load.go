@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -83,11 +84,7 @@ func (l *ledger) count() int {
 func (l *ledger) snapshot() map[string]accepted {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string]accepted, len(l.events))
-	for k, v := range l.events {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(l.events)
 }
 
 // stage is the index of the stage running now; the load starts a moment

@@ -50,7 +50,9 @@ func run(ctx context.Context, repo, results, doc string) error {
 	}
 	commit := gitCommit(repo)
 	su, err := chaos.New(ctx, chaos.Config{Repo: repo, Logf: logf})
-	defer su.Close()
+	if su != nil {
+		defer su.Close()
+	}
 	if err != nil {
 		return err
 	}
