@@ -115,6 +115,10 @@ func (su *Suite) pending() (int, []string) {
 // or dead at every endpoint it should reach, then until the delivery log
 // stops growing.
 func (su *Suite) drain(ctx context.Context) {
+	bound := drainBound
+	if su.stageFailed() {
+		bound = afterFailureBound
+	}
 	start := time.Now()
 	for shown := start; ; time.Sleep(time.Second) {
 		n, some := su.pending()
@@ -122,8 +126,8 @@ func (su *Suite) drain(ctx context.Context) {
 			su.cfg.Logf("drained %.1f s after the load stopped", time.Since(start).Seconds())
 			break
 		}
-		if time.Since(start) > drainBound || ctx.Err() != nil {
-			su.cfg.Logf("still %d deliveries neither delivered nor dead %v after the load stopped, e.g. %v", n, drainBound, some)
+		if time.Since(start) > bound || ctx.Err() != nil {
+			su.cfg.Logf("still %d deliveries neither delivered nor dead %v after the load stopped, e.g. %v", n, bound, some)
 			break
 		}
 		if time.Since(shown) > 5*time.Second {
@@ -132,10 +136,10 @@ func (su *Suite) drain(ctx context.Context) {
 		}
 	}
 	// The log is complete when its row count stops moving for 5 s (the
-	// logwriter inserts at least every second), within a minute.
+	// logwriter inserts at least every second), within 30 s.
 	var last uint64
 	steady := time.Now()
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(time.Second) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(time.Second) {
 		n, err := su.logRows(ctx)
 		if err != nil || n != last {
 			last, steady = n, time.Now()
@@ -145,7 +149,7 @@ func (su *Suite) drain(ctx context.Context) {
 			return
 		}
 	}
-	su.cfg.Logf("the delivery log was still growing a minute after the drain")
+	su.cfg.Logf("the delivery log was still growing 30 s after the drain")
 }
 
 // logRows is the number of attempt rows of the run's tenants.
@@ -196,6 +200,9 @@ func (su *Suite) account(ctx context.Context) Attempts {
 	for _, id := range slices.Sorted(maps.Keys(evs)) {
 		a := evs[id]
 		st := byStage[a.stage]
+		if st == nil { // accepted before the first stage began (interrupted)
+			continue
+		}
 		st.Accepted++
 		for _, ep := range su.expected(a.tenant, a.typ) {
 			st.Pairs++

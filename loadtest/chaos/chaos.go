@@ -36,6 +36,11 @@ const (
 	// load: 4 attempts of up to 5 s with waits of 1, 2 and 5 s (28 s), or
 	// an open circuit's 30 s followed by that.
 	drainBound = 90 * time.Second
+	// afterFailureBound replaces drainBound, and bounds the requests still
+	// retrying when the load stops, once a stage has failed: the run has
+	// failed already, the wait only sharpens the diagnosis, and the whole
+	// run must stay under 8 minutes.
+	afterFailureBound = 30 * time.Second
 	// endpointTimeout is every endpoint's timeout_ms: a hang costs the
 	// sender this much per attempt.
 	endpointTimeout = 5 * time.Second
@@ -197,6 +202,11 @@ func (su *Suite) expected(t int, typ string) []*endpoint {
 	return out
 }
 
+// stageFailed says whether a stage failed (which ends the sequence).
+func (su *Suite) stageFailed() bool {
+	return len(su.stages) > 0 && su.stages[len(su.stages)-1].Err != ""
+}
+
 // fail records a failure of the run.
 func (su *Suite) fail(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
@@ -217,11 +227,22 @@ func (su *Suite) Run(ctx context.Context) *Report {
 	}
 	defer dead()
 
+	// The producers make events until loadCtx ends; an event already sent
+	// is retried until sendCtx ends, which is giveUpAfter after the load
+	// stops, or afterFailureBound once a stage has failed.
 	loadCtx, stopLoad := context.WithCancel(ctx)
-	load := su.startLoad(loadCtx)
+	sendCtx, stopSends := context.WithCancel(ctx)
+	defer stopSends()
+	load := su.startLoad(loadCtx, sendCtx)
 	su.runStages(ctx)
 	stopLoad()
+	bound := giveUpAfter
+	if su.stageFailed() {
+		bound = afterFailureBound
+	}
+	stop := time.AfterFunc(bound, stopSends)
 	load.Wait()
+	stop.Stop()
 	su.cfg.Logf("load stopped: %d events accepted, %d given up after retrying for %v", su.ledger.count(), su.ledger.gaveUp.Load(), giveUpAfter)
 	su.drain(ctx)
 	// A stage that failed on a service's exit has reported it already.
