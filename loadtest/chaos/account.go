@@ -182,13 +182,7 @@ type Attempts struct {
 // account fills every stage's counts from the ledger, the receiver and
 // the dead letters, and compares attempts with requests.
 func (su *Suite) account(ctx context.Context) Attempts {
-	evs := su.ledger.snapshot()
-	byStage := map[int]*Stage{}
-	for i, st := range su.stages {
-		byStage[i] = st
-		st.DeadReasons = map[string]int{}
-	}
-	arrivals := map[string]map[string][]receiver.Arrival{} // endpoint name → event id → arrivals
+	arrivals := map[string]map[string][]receiver.Arrival{} // endpoint name → event id → requests
 	for _, ep := range su.eps {
 		m := map[string][]receiver.Arrival{}
 		for _, a := range su.R.Recv.Arrivals(ep.Name) {
@@ -196,13 +190,25 @@ func (su *Suite) account(ctx context.Context) Attempts {
 		}
 		arrivals[ep.Name] = m
 	}
+	su.tally(su.ledger.snapshot(), arrivals, su.dead.reason)
+	return su.checkAttempts(ctx, arrivals)
+}
+
+// tally counts, into the stage each event was first sent in, its (event,
+// endpoint) pairs: delivered (a 2xx arrived), dead (a dead letter with a
+// reason), missing (neither: a failure), and the duplicates, in the
+// uncommitted window or not (outside it: a failure).
+func (su *Suite) tally(evs map[string]accepted, arrivals map[string]map[string][]receiver.Arrival, dead func(eventID, endpointID string) (string, bool)) {
+	for _, st := range su.stages {
+		st.DeadReasons = map[string]int{}
+	}
 	var missing []string
 	for _, id := range slices.Sorted(maps.Keys(evs)) {
 		a := evs[id]
-		st := byStage[a.stage]
-		if st == nil { // accepted before the first stage began (interrupted)
+		if a.stage >= len(su.stages) {
 			continue
 		}
+		st := su.stages[a.stage]
 		st.Accepted++
 		for _, ep := range su.expected(a.tenant, a.typ) {
 			st.Pairs++
@@ -212,20 +218,20 @@ func (su *Suite) account(ctx context.Context) Attempts {
 					delivered = append(delivered, arr.At)
 				}
 			}
-			reason, dead := su.dead.reason(id, ep.ID)
+			reason, isDead := dead(id, ep.ID)
 			switch {
 			case len(delivered) > 0:
 				st.Delivered++
-			case dead && reason != "":
+			case isDead && reason != "":
 				st.Dead++
 				st.DeadReasons[reasonClass(reason)]++
 			default:
 				st.Missing++
-				if dead {
-					missing = append(missing, fmt.Sprintf("%s→%s (%s, stage %s; dead letter without a reason)", id, ep.Name, a.via, st.Name))
-				} else {
-					missing = append(missing, fmt.Sprintf("%s→%s (%s, stage %s)", id, ep.Name, a.via, st.Name))
+				why := ""
+				if isDead {
+					why = "; a dead letter without a reason"
 				}
+				missing = append(missing, fmt.Sprintf("%s→%s (%s, stage %s%s)", id, ep.Name, a.via, st.Name, why))
 			}
 			for _, at := range delivered[min(1, len(delivered)):] {
 				st.Duplicates++
@@ -243,7 +249,6 @@ func (su *Suite) account(ctx context.Context) Attempts {
 			su.fail("stage %s: %d duplicates outside the uncommitted window", st.Name, out)
 		}
 	}
-	return su.checkAttempts(ctx, arrivals)
 }
 
 // inUncommittedWindow says whether a second arrival at was a redelivery
@@ -279,27 +284,22 @@ func reasonClass(r string) string {
 	return r[:min(len(r), 80)]
 }
 
-// checkAttempts compares, per (event, endpoint), the delivery log's rows
-// with an HTTP outcome against the requests the receiver saw. A request
-// may lack its row only if it was in flight when a sender was killed
-// (within inFlightBefore of the kill); every other difference fails.
+// checkAttempts reads the delivery log's attempt rows of the run's
+// tenants and compares them with the requests the receiver saw.
 func (su *Suite) checkAttempts(ctx context.Context, arrivals map[string]map[string][]receiver.Arrival) Attempts {
-	var res Attempts
 	counts, err := su.S.AttemptCounts(ctx, su.tenantIDs())
 	if err != nil {
-		res.Err = err.Error()
 		su.fail("reading the delivery log: %v", err)
-		return res
+		return Attempts{Err: err.Error()}
 	}
-	rows := map[[2]string]int{} // event id, endpoint name
 	byID := map[string]string{}
 	for _, ep := range su.eps {
 		byID[ep.ID] = ep.Name
 	}
+	rows := map[[2]string]int{} // event id, endpoint name
 	for _, c := range counts {
 		if httpOutcomes[c.Outcome] {
 			rows[[2]string{c.EventID, byID[c.EndpointID]}] += int(c.Rows)
-			res.Rows += int(c.Rows)
 		}
 	}
 	var kills []time.Time
@@ -308,16 +308,35 @@ func (su *Suite) checkAttempts(ctx context.Context, arrivals map[string]map[stri
 			kills = append(kills, m.at)
 		}
 	}
+	res := compareAttempts(arrivals, rows, kills)
+	if len(res.Unexplained) > 0 {
+		su.fail("%d (event, endpoint) pairs whose attempt rows differ from the requests the receiver saw, e.g. %s",
+			len(res.Unexplained), strings.Join(res.Unexplained[:min(5, len(res.Unexplained))], "; "))
+	}
+	return res
+}
+
+// compareAttempts compares, per (event, endpoint name), the attempt rows
+// with an HTTP outcome against the requests the receiver saw. A request
+// may lack its row only if it arrived within inFlightBefore before a
+// sender's kill (it was in flight when the sender died); every other
+// difference is unexplained.
+func compareAttempts(arrivals map[string]map[string][]receiver.Arrival, rows map[[2]string]int, senderKills []time.Time) Attempts {
+	var res Attempts
+	for _, n := range rows {
+		res.Rows += n
+	}
 	for name, byEvent := range arrivals {
 		for id, arrs := range byEvent {
 			res.Requests += len(arrs)
-			d := len(arrs) - rows[[2]string{id, name}]
+			n := rows[[2]string{id, name}]
+			d := len(arrs) - n
 			if d == 0 {
 				continue
 			}
 			inFlight := 0
 			for _, a := range arrs {
-				for _, k := range kills {
+				for _, k := range senderKills {
 					if !a.At.Before(k.Add(-inFlightBefore)) && a.At.Before(k) {
 						inFlight++
 						break
@@ -328,19 +347,15 @@ func (su *Suite) checkAttempts(ctx context.Context, arrivals map[string]map[stri
 				res.InFlight += d
 				continue
 			}
-			res.Unexplained = append(res.Unexplained, fmt.Sprintf("%s→%s: %d requests, %d rows", id, name, len(arrs), rows[[2]string{id, name}]))
+			res.Unexplained = append(res.Unexplained, fmt.Sprintf("%s→%s: %d requests, %d rows", id, name, len(arrs), n))
 		}
 	}
-	// Rows for pairs the receiver never saw at all.
+	// Rows of pairs the receiver never saw at all.
 	for k, n := range rows {
 		if len(arrivals[k[1]][k[0]]) == 0 {
 			res.Unexplained = append(res.Unexplained, fmt.Sprintf("%s→%s: 0 requests, %d rows", k[0], k[1], n))
 		}
 	}
 	slices.Sort(res.Unexplained)
-	if len(res.Unexplained) > 0 {
-		su.fail("%d (event, endpoint) pairs whose attempt rows differ from the requests the receiver saw, e.g. %s",
-			len(res.Unexplained), strings.Join(res.Unexplained[:min(5, len(res.Unexplained))], "; "))
-	}
 	return res
 }
