@@ -64,7 +64,7 @@ pid_alive() {
 # directory and exits at once.
 wait_gone() {
   local name=$1 pidfile=$2; shift 2
-  local deadline=$((SECONDS + SLUICE_DEV_STOP_WAIT)) busy
+  local deadline=$((SECONDS + SLUICE_DEV_STOP_WAIT)) busy port
   while :; do
     busy=""
     if pid_alive "$pidfile"; then busy="process $(cat "$pidfile")"; fi

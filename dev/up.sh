@@ -66,7 +66,8 @@ group.initial.rebalance.delay.ms=0
 # dead incarnation's registration until its session expires, counted from
 # when the restarted controller takes over, and refuses the new incarnation
 # (DUPLICATE_BROKER_REGISTRATION) until then. At 60 s a restart took over a
-# minute and raced the registration timeout below.
+# minute, and the new broker gave up registering (then after the default
+# 60 s) and exited.
 broker.session.timeout.ms=30000
 broker.heartbeat.interval.ms=2000
 # How long a starting broker keeps trying to register before it exits. It
