@@ -56,6 +56,10 @@ bench: deps ## Go micro-benchmarks of the hot paths, then the load test (P0-P6),
 bench-quick: deps ## the load test's short run (P0-P6, smaller), report in loadtest/results/
 	@dev/with-stack.sh go run ./loadtest/cmd/sluice-bench -quick
 
+.PHONY: chaos
+chaos: deps ## the fault suite under load on a stack of its own (kill -9, broker, ClickHouse, flapping receivers); report in docs/reliability.md
+	@bash dev/chaos.sh
+
 .PHONY: lint
 lint: deps ## gofmt, go vet and staticcheck over every module
 	@unformatted=$$(gofmt -l $(MODULES) | grep -v '\.pb\.go$$' || true); \

@@ -4,9 +4,21 @@
 # creates Sluice's topics. Idempotent: parts already running are left alone.
 # Data is kept in $SLUICE_DEV_STATE across restarts; `make dev-clean` wipes it.
 #
+#   dev/up.sh [kafka] [clickhouse]
+#
+# starts only the parts named (both by default); topics are created when
+# Kafka is among them.
+#
+# A part that was killed (kill -9) is started again: up.sh waits until the
+# dead process's ports are closed, and a start that exits during start-up is
+# retried, up to SLUICE_DEV_START_TRIES starts, each failed start's log kept
+# beside the live one.
+#
 # SLUICE_DEV_OWNER names who started the stack (written only when this run
 # started something); dev/down.sh --if-owner OWNER stops only such a stack.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+select_parts "$@"
 
 "$DEV_DIR/install.sh"
 mkdir -p "$KAFKA_STATE" "$CLICKHOUSE_STATE"
@@ -15,9 +27,9 @@ started=0
 
 start_kafka() {
   if pid_alive "$KAFKA_STATE/pid"; then return; fi
-  if port_open "$SLUICE_DEV_KAFKA_PORT"; then
-    die "port $SLUICE_DEV_KAFKA_PORT is taken by another process; set SLUICE_DEV_KAFKA_PORT"
-  fi
+  # A broker killed a moment ago may still hold its ports and the lock on
+  # its data directory; a new one started meanwhile exits at once.
+  wait_gone Kafka "$KAFKA_STATE/pid" "$SLUICE_DEV_KAFKA_PORT" "$SLUICE_DEV_KAFKA_CONTROLLER_PORT"
   local jars; jars=$(kafka_jars_dir)
   cat > "$KAFKA_STATE/server.properties" <<PROPS
 # Written by dev/up.sh: one node that is both controller and broker (KRaft).
@@ -49,9 +61,21 @@ group.initial.rebalance.delay.ms=0
 # On a busy two-core machine (builds, linkers, fuzzers) the controller's
 # fsyncs can stall for seconds, and with the 9 s default the single broker
 # gets fenced by its own controller and drops every partition leadership.
-# A node that is both cannot really be "stale": give it a minute.
-broker.session.timeout.ms=60000
+# 30 s is 15 heartbeats of 2 s. It is not longer because the session is also
+# what a broker killed with kill -9 leaves behind: the controller keeps the
+# dead incarnation's registration until its session expires, counted from
+# when the restarted controller takes over, and refuses the new incarnation
+# (DUPLICATE_BROKER_REGISTRATION) until then. At 60 s a restart took over a
+# minute, and the new broker gave up registering (then after the default
+# 60 s) and exited.
+broker.session.timeout.ms=30000
 broker.heartbeat.interval.ms=2000
+# How long a starting broker keeps trying to register before it exits. It
+# must outlast the session above (a restart after kill -9 waits all of it)
+# plus the controller's own start on a loaded machine: 75 s is 2.5 sessions,
+# and below SLUICE_DEV_START_TIMEOUT (90 s), so a broker that cannot
+# register exits, and up.sh retries it, before up.sh would give up waiting.
+initial.broker.registration.timeout.ms=75000
 # The controller writes a no-op record every 500 ms by default to prove
 # liveness to other voters; there are none, so every 5 s is plenty.
 metadata.max.idle.interval.ms=5000
@@ -92,9 +116,7 @@ YAML
 
 start_clickhouse() {
   if pid_alive "$CLICKHOUSE_STATE/pid"; then return; fi
-  if port_open "$SLUICE_DEV_CLICKHOUSE_PORT"; then
-    die "port $SLUICE_DEV_CLICKHOUSE_PORT is taken by another process; set SLUICE_DEV_CLICKHOUSE_PORT"
-  fi
+  wait_gone ClickHouse "$CLICKHOUSE_STATE/pid" "$SLUICE_DEV_CLICKHOUSE_PORT" "$SLUICE_DEV_CLICKHOUSE_HTTP_PORT"
   local d=$CLICKHOUSE_STATE
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas"
   # <yandex> is the root element 18.16 knows; current servers still accept it.
@@ -152,14 +174,16 @@ XML
 }
 
 # wait_ready NAME PIDFILE LOGFILE CHECK…: polls CHECK until it passes, the
-# process dies, or the timeout passes; on failure names the log to read.
+# process exits (returns 1), or the timeout passes (dies); on failure names
+# the log to read.
 wait_ready() {
   local name=$1 pidfile=$2 logfile=$3; shift 3
   local deadline=$((SECONDS + SLUICE_DEV_START_TIMEOUT))
   until "$@"; do
     if ! pid_alive "$pidfile"; then
       tail -n 20 "$logfile" >&2 || true
-      die "$name exited during start-up; read $logfile"
+      log "$name exited during start-up; read $logfile"
+      return 1
     fi
     if [ $SECONDS -ge $deadline ]; then
       tail -n 20 "$logfile" >&2 || true
@@ -169,21 +193,43 @@ wait_ready() {
   done
 }
 
+# run_part NAME START LOG READY: starts a part (START does nothing if it is
+# already running) and waits until READY passes. A start that exits during
+# start-up is retried up to SLUICE_DEV_START_TRIES starts in all; the log of
+# each failed start is kept as LOG.failed-N and named.
+run_part() {
+  local name=$1 start=$2 logfile=$3 ready=$4 pidfile try failed=()
+  pidfile=$(dirname "$logfile")/pid
+  for ((try = 1; ; try++)); do
+    "$start"
+    if wait_ready "$name" "$pidfile" "$logfile" "$ready"; then return 0; fi
+    cp "$logfile" "$logfile.failed-$try" 2>/dev/null || true
+    failed+=("$logfile.failed-$try")
+    if [ "$try" -ge "$SLUICE_DEV_START_TRIES" ]; then
+      die "$name exited during start-up $try times; read ${failed[*]}"
+    fi
+    log "starting $name again (start $((try + 1)) of $SLUICE_DEV_START_TRIES)"
+  done
+}
+
 kafka_ready() { port_open "$SLUICE_DEV_KAFKA_PORT" && grep -q 'Kafka Server started' "$KAFKA_STATE/kafka.log"; }
 clickhouse_ready() { curl -fsS "http://127.0.0.1:$SLUICE_DEV_CLICKHOUSE_HTTP_PORT/ping" >/dev/null 2>&1; }
 
-start_kafka
-start_clickhouse
-wait_ready Kafka "$KAFKA_STATE/pid" "$KAFKA_STATE/kafka.log" kafka_ready
-wait_ready ClickHouse "$CLICKHOUSE_STATE/pid" "$CLICKHOUSE_STATE/clickhouse-server.err.log" clickhouse_ready
+# Both start before either is waited for: they come up side by side.
+if wants kafka; then start_kafka; fi
+if wants clickhouse; then start_clickhouse; fi
+if wants kafka; then run_part Kafka start_kafka "$KAFKA_STATE/kafka.log" kafka_ready; fi
+if wants clickhouse; then
+  run_part ClickHouse start_clickhouse "$CLICKHOUSE_STATE/clickhouse-server.err.log" clickhouse_ready
+fi
 
 if [ "$started" = 1 ]; then echo "${SLUICE_DEV_OWNER:-user}" > "$SLUICE_DEV_STATE/owner"; fi
 
-if [ "${SLUICE_DEV_TOPICS:-1}" = 1 ]; then
+if wants kafka && [ "${SLUICE_DEV_TOPICS:-1}" = 1 ]; then
   (cd "$REPO_DIR" && go run ./pkg/cmd/sluice-topics \
       -kafka-brokers "127.0.0.1:$SLUICE_DEV_KAFKA_PORT" \
       -partitions-deliveries "${SLUICE_DEV_DELIVERY_PARTITIONS:-24}") \
     || die "creating topics failed"
 fi
 
-log "ready: Kafka 127.0.0.1:$SLUICE_DEV_KAFKA_PORT, ClickHouse 127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT (http $SLUICE_DEV_CLICKHOUSE_HTTP_PORT)"
+log "ready: ${parts[*]} (Kafka 127.0.0.1:$SLUICE_DEV_KAFKA_PORT, ClickHouse 127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT, http $SLUICE_DEV_CLICKHOUSE_HTTP_PORT)"

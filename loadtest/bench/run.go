@@ -129,12 +129,12 @@ func (r *Runner) p0(ctx context.Context, rep *Report) (rate, cpuPerPost float64,
 // HTTP (with CPU per delivery and the log's completeness, P5), straight to
 // Kafka, and one event per request (P1s).
 func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (float64, error) {
-	tenant, key, err := r.tenant(ctx, "bench-p1")
+	tenant, key, err := r.Tenant(ctx, "bench-p1")
 	if err != nil {
 		return 0, err
 	}
 	r.Logf("P1: making 1,000 endpoints")
-	eps, err := r.endpoints(ctx, key, "p1e", 1000, func(i int) string { return "bench.p1.e" + strconv.Itoa(i) })
+	eps, err := r.Endpoints(ctx, key, "p1e", 1000, func(i int) map[string]any { return Subscribe("bench.p1.e" + strconv.Itoa(i)) })
 	if err != nil {
 		return 0, err
 	}
@@ -143,7 +143,7 @@ func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (floa
 	// (connections, signer caches, partition leaders) is out of the
 	// figures. The first round after creating 1,000 endpoints has shown a
 	// stall of several seconds; its duration is reported as a note.
-	warm := newEvents(1000, typ)
+	warm := NewEvents(1000, typ)
 	base := r.count.Load()
 	warmStart := time.Now()
 	if err := r.sendHTTP(ctx, key, warm, 100, 8, nil); err != nil {
@@ -154,7 +154,7 @@ func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (floa
 	}
 	warmSecs := time.Since(warmStart).Seconds()
 	r.Logf("P1 warm-up: 1,000 events in %.1f s", warmSecs)
-	want := func(evs []event) map[string][]string {
+	want := func(evs []Event) map[string][]string {
 		m := map[string][]string{}
 		for i, e := range evs {
 			name := eps[i%1000].Name
@@ -167,16 +167,16 @@ func (r *Runner) p1(ctx context.Context, rep *Report, raw, rawCPU float64) (floa
 		id, name, target string
 		min              float64
 		events           int
-		send             func([]event) error
+		send             func([]Event) error
 	}{
 		{"P1", "1,000 endpoints, events in HTTP batches of 100", "≥ 0.5 × P0", 0.5, r.Size.P1Events,
-			func(evs []event) error { return r.sendHTTP(ctx, key, evs, 100, 8, nil) }},
+			func(evs []Event) error { return r.sendHTTP(ctx, key, evs, 100, 8, nil) }},
 		{"P1k", "1,000 endpoints, events published straight to Kafka", "≥ 0.5 × P0", 0.5, r.Size.P1Events,
-			func(evs []event) error { return r.sendKafka(ctx, tenant, evs) }},
+			func(evs []Event) error { return r.sendKafka(ctx, tenant, evs) }},
 		{"P1s", "1,000 endpoints, one event per HTTP request", "≥ 0.2 × P0", 0.2, r.Size.P1sEvents,
-			func(evs []event) error { return r.sendHTTP(ctx, key, evs, 1, r.Size.Concurrency, nil) }},
+			func(evs []Event) error { return r.sendHTTP(ctx, key, evs, 1, r.Size.Concurrency, nil) }},
 	} {
-		evs := newEvents(v.events, typ)
+		evs := NewEvents(v.events, typ)
 		r.Logf("%s: %d events (%s)", v.id, len(evs), v.name)
 		base := r.count.Load()
 		cpu0 := r.cpuSnapshot()
@@ -245,11 +245,11 @@ func (r *Runner) logComplete(ctx context.Context, tenant string, want uint64, wi
 
 // paced sends events of typ at rate for secs seconds, in one batch per
 // 20 ms tick, and returns the events and their 202 times.
-func (r *Runner) paced(ctx context.Context, key string, rate float64, secs int, typ func(i int) string) ([]event, map[string]time.Time, error) {
+func (r *Runner) paced(ctx context.Context, key string, rate float64, secs int, typ func(i int) string) ([]Event, map[string]time.Time, error) {
 	const tick = 20 * time.Millisecond
 	perTick := max(1, int(rate*tick.Seconds()))
 	ticks := int(time.Duration(secs) * time.Second / tick)
-	evs := newEvents(perTick*ticks, typ)
+	evs := NewEvents(perTick*ticks, typ)
 	sent := map[string]time.Time{}
 	var mu sync.Mutex
 	var firstErr atomic.Value
@@ -282,11 +282,11 @@ func (r *Runner) paced(ctx context.Context, key string, rate float64, secs int, 
 
 // p2 measures latency from the 202 to the receiver at half the P1 rate.
 func (r *Runner) p2(ctx context.Context, rep *Report, p1 float64) (p99 time.Duration, rate float64, err error) {
-	_, key, err := r.tenant(ctx, "bench-p2")
+	_, key, err := r.Tenant(ctx, "bench-p2")
 	if err != nil {
 		return 0, 0, err
 	}
-	eps, err := r.endpoints(ctx, key, "p2e", 100, func(i int) string { return "bench.p2.e" + strconv.Itoa(i) })
+	eps, err := r.Endpoints(ctx, key, "p2e", 100, func(i int) map[string]any { return Subscribe("bench.p2.e" + strconv.Itoa(i)) })
 	if err != nil {
 		return 0, 0, err
 	}
@@ -319,11 +319,11 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // p3: one endpoint that never answers among 100; the others' rate and p99
 // against P2's.
 func (r *Runner) p3(ctx context.Context, rep *Report, rate float64, p2p99 time.Duration) error {
-	_, key, err := r.tenant(ctx, "bench-p3")
+	_, key, err := r.Tenant(ctx, "bench-p3")
 	if err != nil {
 		return err
 	}
-	eps, err := r.endpoints(ctx, key, "p3e", 100, func(i int) string { return "bench.p3.e" + strconv.Itoa(i) })
+	eps, err := r.Endpoints(ctx, key, "p3e", 100, func(i int) map[string]any { return Subscribe("bench.p3.e" + strconv.Itoa(i)) })
 	if err != nil {
 		return err
 	}
@@ -370,15 +370,15 @@ func (r *Runner) p3(ctx context.Context, rep *Report, rate float64, p2p99 time.D
 
 // p4: one event fanned out to 100 endpoints.
 func (r *Runner) p4(ctx context.Context, rep *Report, raw float64) error {
-	_, key, err := r.tenant(ctx, "bench-p4")
+	_, key, err := r.Tenant(ctx, "bench-p4")
 	if err != nil {
 		return err
 	}
-	eps, err := r.endpoints(ctx, key, "p4e", 100, func(int) string { return "bench.p4" })
+	eps, err := r.Endpoints(ctx, key, "p4e", 100, func(int) map[string]any { return Subscribe("bench.p4") })
 	if err != nil {
 		return err
 	}
-	evs := newEvents(r.Size.P4Events, func(int) string { return "bench.p4" })
+	evs := NewEvents(r.Size.P4Events, func(int) string { return "bench.p4" })
 	r.Logf("P4: %d events, each to 100 endpoints", len(evs))
 	base := r.count.Load()
 	start := time.Now()
@@ -408,11 +408,11 @@ func (r *Runner) p4(ctx context.Context, rep *Report, raw float64) error {
 
 // p6: the sender's memory with a dead endpoint's backlog at 1× and 10×.
 func (r *Runner) p6(ctx context.Context, rep *Report) error {
-	tenant, key, err := r.tenant(ctx, "bench-p6")
+	tenant, key, err := r.Tenant(ctx, "bench-p6")
 	if err != nil {
 		return err
 	}
-	eps, err := r.endpoints(ctx, key, "p6e", 1, func(int) string { return "bench.p6" })
+	eps, err := r.Endpoints(ctx, key, "p6e", 1, func(int) map[string]any { return Subscribe("bench.p6") })
 	if err != nil {
 		return err
 	}
@@ -420,7 +420,7 @@ func (r *Runner) p6(ctx context.Context, rep *Report) error {
 	defer r.Recv.SetBehavior(eps[0].Name, receiver.Behavior{})
 	measure := func(n int) (int64, error) {
 		r.Logf("P6: %d more deliveries to a dead endpoint", n)
-		if err := r.sendKafka(ctx, tenant, newEvents(n, func(int) string { return "bench.p6" })); err != nil {
+		if err := r.sendKafka(ctx, tenant, NewEvents(n, func(int) string { return "bench.p6" })); err != nil {
 			return 0, err
 		}
 		time.Sleep(20 * time.Second) // the sender takes, queues and defers

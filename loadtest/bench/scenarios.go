@@ -52,11 +52,11 @@ type Runner struct {
 	producer *kgo.Client
 }
 
-// NewRunner starts the receiver.
-func NewRunner(s *Stack, size Size, logf func(string, ...any)) (*Runner, error) {
+// NewRunner starts the receiver, with opts beside the runner's own.
+func NewRunner(s *Stack, size Size, logf func(string, ...any), opts ...receiver.Option) (*Runner, error) {
 	r := &Runner{S: s, Size: size, Logf: logf, arrivals: map[string]time.Time{},
 		http: &fasthttp.Client{MaxConnsPerHost: 512, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}}
-	recv, err := receiver.Start("127.0.0.1:0", receiver.OnDelivery(func(d receiver.Delivery) {
+	recv, err := receiver.Start("127.0.0.1:0", append([]receiver.Option{receiver.OnDelivery(func(d receiver.Delivery) {
 		r.count.Add(1)
 		r.mu.Lock()
 		if r.track {
@@ -65,7 +65,7 @@ func NewRunner(s *Stack, size Size, logf func(string, ...any)) (*Runner, error) 
 			}
 		}
 		r.mu.Unlock()
-	}))
+	})}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +82,14 @@ func (r *Runner) Close() {
 	r.Recv.Close()
 }
 
-// endpoint is one endpoint made for a scenario.
-type endpoint struct {
+// Endpoint is one endpoint made for a scenario: its id and its name at the
+// receiver.
+type Endpoint struct {
 	ID, Name string
 }
 
-// tenant makes a tenant and returns its API key.
-func (r *Runner) tenant(ctx context.Context, name string) (string, string, error) {
+// Tenant makes a tenant and returns its id and an API key of it.
+func (r *Runner) Tenant(ctx context.Context, name string) (string, string, error) {
 	var t struct{ ID string }
 	if err := r.S.API(ctx, "POST", "/v1/tenants", r.S.AdminKey, map[string]any{"name": name}, &t); err != nil {
 		return "", "", err
@@ -100,11 +101,17 @@ func (r *Runner) tenant(ctx context.Context, name string) (string, string, error
 	return t.ID, k.Key, nil
 }
 
-// endpoints makes n endpoints through the API, receiver endpoint names
-// prefix+i, subscribed as filter(i) says; the receiver verifies each one's
-// signatures.
-func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filter func(i int) string) ([]endpoint, error) {
-	out := make([]endpoint, n)
+// Subscribe is the body of an endpoint subscribed to filter, with the
+// scenarios' concurrency.
+func Subscribe(filter string) map[string]any {
+	return map[string]any{"events": []string{filter}, "max_in_flight": 20}
+}
+
+// Endpoints makes n endpoints through the API, receiver endpoint names
+// prefix+i, each created with body(i) plus its url; the receiver verifies
+// each one's signatures.
+func (r *Runner) Endpoints(ctx context.Context, key, prefix string, n int, body func(i int) map[string]any) ([]Endpoint, error) {
+	out := make([]Endpoint, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
@@ -113,13 +120,14 @@ func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filte
 		wg.Go(func() {
 			defer func() { <-sem }()
 			name := prefix + strconv.Itoa(i)
+			req := body(i)
+			req["url"] = r.Recv.URL(name)
 			var ep struct{ ID, Secret string }
-			errs[i] = r.S.API(ctx, "POST", "/v1/endpoints", key, map[string]any{
-				"url": r.Recv.URL(name), "events": []string{filter(i)}, "max_in_flight": 20}, &ep)
+			errs[i] = r.S.API(ctx, "POST", "/v1/endpoints", key, req, &ep)
 			if errs[i] == nil {
 				errs[i] = r.Recv.SetSecret(name, ep.Secret)
 			}
-			out[i] = endpoint{ID: ep.ID, Name: name}
+			out[i] = Endpoint{ID: ep.ID, Name: name}
 		})
 	}
 	wg.Wait()
@@ -131,8 +139,8 @@ func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filte
 	return out, nil
 }
 
-// event is one event to send.
-type event struct {
+// Event is one event to send.
+type Event struct {
 	ID, Type string
 }
 
@@ -140,7 +148,7 @@ var payload = json.RawMessage(`{"order_id":"ord_123456","amount":4200,"currency"
 
 // sendHTTP sends events in batches of batch (1: POST /v1/events) with
 // concurrency callers; sent, when not nil, gets each event's 202 time.
-func (r *Runner) sendHTTP(ctx context.Context, key string, evs []event, batch, concurrency int, sent func(id string, at time.Time)) error {
+func (r *Runner) sendHTTP(ctx context.Context, key string, evs []Event, batch, concurrency int, sent func(id string, at time.Time)) error {
 	var next atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
@@ -175,8 +183,32 @@ func (r *Runner) sendHTTP(ctx context.Context, key string, evs []event, batch, c
 	return nil
 }
 
-// post sends one request of events, retrying 503s (the API's back-pressure).
-func (r *Runner) post(req *fasthttp.Request, resp *fasthttp.Response, key string, evs []event, asBatch bool) error {
+// post sends one request of events, retrying those the API answers 503
+// (its back-pressure) up to 50 times.
+func (r *Runner) post(req *fasthttp.Request, resp *fasthttp.Response, key string, evs []Event, asBatch bool) error {
+	for attempt := 0; ; attempt++ {
+		EventsRequest(req, r.S.APIURL, key, evs, asBatch)
+		if err := r.http.Do(req, resp); err != nil {
+			return fmt.Errorf("POST %s: %w", req.URI().Path(), err)
+		}
+		_, again, err := Accepted(resp, evs, asBatch)
+		switch {
+		case err != nil:
+			return err
+		case len(again) > 0 && attempt < 50:
+			evs = again
+			time.Sleep(100 * time.Millisecond)
+		case len(again) > 0:
+			return fmt.Errorf("POST %s: %d events still answered 503 after %d tries", req.URI().Path(), len(again), attempt+1)
+		default:
+			return nil
+		}
+	}
+}
+
+// EventsRequest makes req a POST of evs to the events API at apiURL: one
+// event (POST /v1/events, evs holding one) or a batch.
+func EventsRequest(req *fasthttp.Request, apiURL, key string, evs []Event, asBatch bool) {
 	type item struct {
 		Type string          `json:"type"`
 		ID   string          `json:"id"`
@@ -194,39 +226,59 @@ func (r *Runner) post(req *fasthttp.Request, resp *fasthttp.Response, key string
 	} else {
 		body, _ = json.Marshal(item{evs[0].Type, evs[0].ID, payload})
 	}
-	for attempt := 0; ; attempt++ {
-		req.Reset()
-		req.Header.SetMethod("POST")
-		req.SetRequestURI(r.S.APIURL + path)
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.SetContentType("application/json")
-		req.SetBody(body)
-		if err := r.http.Do(req, resp); err != nil {
-			return fmt.Errorf("POST %s: %w", path, err)
-		}
-		switch code := resp.StatusCode(); {
-		case code == fasthttp.StatusServiceUnavailable && attempt < 50:
-			time.Sleep(100 * time.Millisecond)
-		case code != fasthttp.StatusAccepted && code != fasthttp.StatusOK:
-			return fmt.Errorf("POST %s: %d %s", path, code, resp.Body())
+	req.Reset()
+	req.Header.SetMethod("POST")
+	req.SetRequestURI(apiURL + path)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.SetContentType("application/json")
+	req.SetBody(body)
+}
+
+// Accepted reads the events API's answer to an EventsRequest of evs: the
+// events it accepted (a 202 for one event, a result with an id for each of
+// a batch; a duplicate is accepted too: it is in Kafka already) and those
+// it answered 503, which a client sends again. Any other answer is an
+// error.
+func Accepted(resp *fasthttp.Response, evs []Event, asBatch bool) (accepted, again []Event, err error) {
+	code := resp.StatusCode()
+	switch {
+	case code == fasthttp.StatusServiceUnavailable:
+		return nil, evs, nil
+	case !asBatch && code == fasthttp.StatusAccepted:
+		return evs, nil, nil
+	case !asBatch || code != fasthttp.StatusOK:
+		return nil, nil, fmt.Errorf("POST events: %d %s", code, resp.Body())
+	}
+	var results struct {
+		Data []struct {
+			ID    string `json:"id"`
+			Error *struct {
+				Status int `json:"status"`
+			} `json:"error"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(resp.Body(), &results); err != nil || len(results.Data) != len(evs) {
+		return nil, nil, fmt.Errorf("POST events/batch: %d results for %d events (%v): %.200s", len(results.Data), len(evs), err, resp.Body())
+	}
+	for i, res := range results.Data {
+		switch {
+		case res.Error == nil && res.ID == evs[i].ID:
+			accepted = append(accepted, evs[i])
+		case res.Error != nil && res.Error.Status == fasthttp.StatusServiceUnavailable:
+			again = append(again, evs[i])
 		default:
-			return nil
+			return nil, nil, fmt.Errorf("POST events/batch: event %s: %+v", evs[i].ID, res)
 		}
 	}
+	return accepted, again, nil
 }
 
 // sendKafka publishes events straight to the events topic in the producer
 // contract, as a Kafka-native producer does.
-func (r *Runner) sendKafka(ctx context.Context, tenant string, evs []event) error {
+func (r *Runner) sendKafka(ctx context.Context, tenant string, evs []Event) error {
 	var firstErr atomic.Value
 	for _, e := range evs {
-		rec := &kgo.Record{Topic: r.S.Names.Events, Key: eventrecord.Key(tenant, e.ID), Value: payload,
-			Headers: []kgo.RecordHeader{
-				{Key: eventrecord.HeaderTenant, Value: []byte(tenant)},
-				{Key: eventrecord.HeaderType, Value: []byte(e.Type)},
-				{Key: eventrecord.HeaderID, Value: []byte(e.ID)},
-			}}
-		r.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		r.producer.Produce(ctx, EventRecord(r.S.Names.Events, tenant, e), func(_ *kgo.Record, err error) {
 			if err != nil {
 				firstErr.CompareAndSwap(nil, err)
 			}
@@ -239,6 +291,17 @@ func (r *Runner) sendKafka(ctx context.Context, tenant string, evs []event) erro
 		return fmt.Errorf("producing events: %w", err)
 	}
 	return nil
+}
+
+// EventRecord is e as a record of the sluice.events producer contract:
+// tenant, type and id in headers, the JSON data as the value.
+func EventRecord(topic, tenant string, e Event) *kgo.Record {
+	return &kgo.Record{Topic: topic, Key: eventrecord.Key(tenant, e.ID), Value: payload,
+		Headers: []kgo.RecordHeader{
+			{Key: eventrecord.HeaderTenant, Value: []byte(tenant)},
+			{Key: eventrecord.HeaderType, Value: []byte(e.Type)},
+			{Key: eventrecord.HeaderID, Value: []byte(e.ID)},
+		}}
 }
 
 // tally checks that every (endpoint name → event ids) arrived, waiting up
@@ -334,10 +397,10 @@ func (r *Runner) stopTracking() {
 	r.mu.Unlock()
 }
 
-func newEvents(n int, typ func(i int) string) []event {
-	out := make([]event, n)
+func NewEvents(n int, typ func(i int) string) []Event {
+	out := make([]Event, n)
 	for i := range out {
-		out[i] = event{ID: ids.New(ids.Event), Type: typ(i)}
+		out[i] = Event{ID: ids.New(ids.Event), Type: typ(i)}
 	}
 	return out
 }

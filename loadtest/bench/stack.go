@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,19 +49,38 @@ type Stack struct {
 	// ClickHouse (not started here, only measured).
 	Procs map[string]*Proc
 
-	adm  *kadm.Client
-	ch   driver.Conn
-	logs string
-	bin  string
+	adm      *kadm.Client
+	ch       driver.Conn
+	logs     string
+	bin      string
+	devState string // the dev stack's state directory (pid files)
 }
 
-// Proc is a process whose CPU and memory a scenario reads.
+// StackOptions says what StartStack makes.
+type StackOptions struct {
+	// Name prefixes the run's topics (Name-<unix time>.) and database
+	// (Name_<unix time>) and names the services' logs (Name-<service>.log
+	// in the dev stack's logs directory).
+	Name       string
+	Partitions topics.Partitions
+	// Env adds environment variables to a service's, by service name;
+	// they win over StartStack's own.
+	Env map[string][]string
+}
+
+// Proc is a process whose CPU and memory a scenario reads. A service's
+// Proc also holds how it was started, so Restart can start it again the
+// same way.
 type Proc struct {
 	Name   string
 	PID    int
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when a service process ends
 	Ops    string        // ops address, for services
+	Log    string        // the service's log file (both outputs)
+
+	path string   // binary
+	env  []string // whole environment
 }
 
 // devEnv reads dev/env.sh: the stack's addresses and state directory.
@@ -91,24 +111,23 @@ func freePort() (string, error) {
 
 // StartStack builds the services, creates the run's topics and starts the
 // services. The dev stack must be up (make bench starts it).
-func StartStack(ctx context.Context, repo string, partitions topics.Partitions, logf func(string, ...any)) (*Stack, error) {
+func StartStack(ctx context.Context, repo string, opts StackOptions, logf func(string, ...any)) (*Stack, error) {
 	env, err := devEnv(repo)
 	if err != nil {
 		return nil, err
 	}
 	run := strconv.FormatInt(time.Now().Unix(), 10)
-	s := &Stack{Repo: repo, Kafka: kafkax.Config{Brokers: []string{env["KAFKA_BROKERS"]}, ClientID: "sluice-bench"},
-		CH:       clickhousex.Config{Addrs: []string{env["CLICKHOUSE_ADDR"]}, Database: "bench_" + run, Username: "default", DialTimeout: 5 * time.Second},
-		Prefix:   "bench-" + run + ".",
-		AdminKey: "admin_bench_" + run + "_0123456789abcdefghijklmnop",
-		Procs:    map[string]*Proc{}, logs: filepath.Join(env["SLUICE_DEV_STATE"], "logs")}
+	s := &Stack{Repo: repo, Kafka: kafkax.Config{Brokers: []string{env["KAFKA_BROKERS"]}, ClientID: "sluice-" + opts.Name},
+		CH:       clickhousex.Config{Addrs: []string{env["CLICKHOUSE_ADDR"]}, Database: opts.Name + "_" + run, Username: "default", DialTimeout: 5 * time.Second},
+		Prefix:   opts.Name + "-" + run + ".",
+		AdminKey: "admin_" + opts.Name + "_" + run + "_0123456789abcdefghijklmnop",
+		Procs:    map[string]*Proc{}, logs: filepath.Join(env["SLUICE_DEV_STATE"], "logs"), devState: env["SLUICE_DEV_STATE"]}
 	s.Names = topics.NewNames(s.Prefix)
 	for _, name := range []string{"kafka", "clickhouse"} {
-		b, err := os.ReadFile(filepath.Join(env["SLUICE_DEV_STATE"], name, "pid"))
+		pid, err := s.DevPID(name)
 		if err != nil {
-			return nil, fmt.Errorf("the dev stack's %s is not running (run make dev-up): %w", name, err)
+			return nil, err
 		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 		s.Procs[name] = &Proc{Name: name, PID: pid}
 	}
 	if s.adm, err = kafkax.NewAdmin(s.Kafka); err != nil {
@@ -118,13 +137,13 @@ func StartStack(ctx context.Context, repo string, partitions topics.Partitions, 
 		return nil, err
 	}
 	logf("creating topics under %s", s.Prefix)
-	if err := kafkax.EnsureTopics(ctx, s.adm, topics.Specs(s.Names, partitions, 1)); err != nil {
+	if err := kafkax.EnsureTopics(ctx, s.adm, topics.Specs(s.Names, opts.Partitions, 1)); err != nil {
 		return nil, err
 	}
 	if err := kafkax.WaitTopics(ctx, s.adm, s.Names.All()...); err != nil {
 		return nil, err
 	}
-	s.bin, err = os.MkdirTemp("", "sluice-bench-bin")
+	s.bin, err = os.MkdirTemp("", "sluice-"+opts.Name+"-bin")
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +158,9 @@ func StartStack(ctx context.Context, repo string, partitions topics.Partitions, 
 		return nil, err
 	}
 	s.APIURL = "http://" + api
+	if err := os.MkdirAll(s.logs, 0o755); err != nil {
+		return nil, err
+	}
 	common := []string{
 		"SLUICE_KAFKA_BROKERS=" + s.Kafka.Brokers[0], "SLUICE_TOPIC_PREFIX=" + s.Prefix, "SLUICE_LOG_LEVEL=warn",
 		"SLUICE_INSECURE_DEV_SECRETS_KEY=true",
@@ -156,30 +178,95 @@ func StartStack(ctx context.Context, repo string, partitions topics.Partitions, 
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(filepath.Join(s.bin, svc.name))
-		cmd.Env = append(append(append(os.Environ(), common...), svc.env...), "SLUICE_OPS_ADDR="+ops)
-		logFile, err := os.Create(filepath.Join(s.logs, "bench-"+svc.name+".log"))
-		if err != nil {
+		p := &Proc{Name: svc.name, Ops: ops, path: filepath.Join(s.bin, svc.name),
+			Log: filepath.Join(s.logs, opts.Name+"-"+svc.name+".log"),
+			env: slices.Concat(os.Environ(), common, svc.env, []string{"SLUICE_OPS_ADDR=" + ops}, opts.Env[svc.name])}
+		if err := os.Remove(p.Log); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("starting %s: %w", svc.name, err)
+		if err := p.start(); err != nil {
+			return nil, err
 		}
-		p := &Proc{Name: svc.name, PID: cmd.Process.Pid, cmd: cmd, Ops: ops, exited: make(chan struct{})}
-		go func() { _ = cmd.Wait(); logFile.Close(); close(p.exited) }()
 		s.Procs[svc.name] = p
 	}
 	for _, name := range []string{"logwriter", "sender", "ingest"} {
-		if err := waitReady(ctx, s.Procs[name], 60*time.Second); err != nil {
-			return nil, fmt.Errorf("%w (log: %s)", err, filepath.Join(s.logs, "bench-"+name+".log"))
+		if err := WaitReady(ctx, s.Procs[name], 60*time.Second); err != nil {
+			return nil, fmt.Errorf("%w (log: %s)", err, s.Procs[name].Log)
 		}
 	}
 	logf("services ready: ingest %s", s.APIURL)
 	return s, nil
 }
 
-func waitReady(ctx context.Context, p *Proc, within time.Duration) error {
+// DevPID reads the pid of the dev stack's "kafka" or "clickhouse" from its
+// pid file; it changes when dev/up.sh starts the part again.
+func (s *Stack) DevPID(name string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(s.devState, name, "pid"))
+	if err != nil {
+		return 0, fmt.Errorf("the dev stack's %s is not running (run make dev-up): %w", name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("the dev stack's %s pid file: %w", name, err)
+	}
+	return pid, nil
+}
+
+// start starts a service process, appending its output to its log, and
+// watches for its end.
+func (p *Proc) start() error {
+	logFile, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.path)
+	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("starting %s: %w", p.Name, err)
+	}
+	p.cmd, p.PID, p.exited = cmd, cmd.Process.Pid, make(chan struct{})
+	exited := p.exited
+	go func() { _ = cmd.Wait(); logFile.Close(); close(exited) }()
+	return nil
+}
+
+// Kill sends a service SIGKILL and returns once it has exited.
+func (p *Proc) Kill() error {
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("killing %s: %w", p.Name, err)
+	}
+	<-p.exited
+	return nil
+}
+
+// Restart starts a service that has exited again: the same binary,
+// environment and ports, its output appended to the same log.
+func (p *Proc) Restart() error {
+	select {
+	case <-p.exited:
+	default:
+		return fmt.Errorf("restarting %s: it is still running (pid %d)", p.Name, p.PID)
+	}
+	return p.start()
+}
+
+// Exited is closed when the service's current process has ended.
+func (p *Proc) Exited() <-chan struct{} { return p.exited }
+
+// ExitState describes how the service's process ended ("" while it runs).
+func (p *Proc) ExitState() string {
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState.String()
+	default:
+		return ""
+	}
+}
+
+// WaitReady waits until a service's /readyz answers 200; it fails when the
+// process exits or within passes.
+func WaitReady(ctx context.Context, p *Proc, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
 		resp, err := http.Get("http://" + p.Ops + "/readyz")
@@ -318,5 +405,42 @@ func (s *Stack) ClickHouseVersion(ctx context.Context) string {
 func (s *Stack) AttemptRows(ctx context.Context, tenant string) (uint64, error) {
 	var n uint64
 	err := s.ch.QueryRow(ctx, "SELECT count() FROM "+s.CH.Database+".attempts FINAL WHERE tenant_id = ? AND outcome = 'success'", tenant).Scan(&n)
+	return n, err
+}
+
+// AttemptCount is how many rows of the delivery log's attempts (FINAL)
+// have one event, endpoint and outcome.
+type AttemptCount struct {
+	EventID, EndpointID, Outcome string
+	Rows                         uint64
+}
+
+// AttemptCounts counts the attempt rows of tenants by event, endpoint and
+// outcome.
+func (s *Stack) AttemptCounts(ctx context.Context, tenants []string) ([]AttemptCount, error) {
+	// has(?, column), not IN (?): a bound slice arrives as an Array, which
+	// ClickHouse 18.16 refuses after IN.
+	rows, err := s.ch.Query(ctx, "SELECT event_id, endpoint_id, outcome, count() FROM "+s.CH.Database+
+		".attempts FINAL WHERE has(?, tenant_id) GROUP BY event_id, endpoint_id, outcome", tenants)
+	if err != nil {
+		return nil, fmt.Errorf("counting attempt rows: %w", err)
+	}
+	defer rows.Close()
+	var out []AttemptCount
+	for rows.Next() {
+		var c AttemptCount
+		if err := rows.Scan(&c.EventID, &c.EndpointID, &c.Outcome, &c.Rows); err != nil {
+			return nil, fmt.Errorf("reading attempt rows: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// EventAttemptRows counts the delivery log's successful attempt rows of
+// one event.
+func (s *Stack) EventAttemptRows(ctx context.Context, eventID string) (uint64, error) {
+	var n uint64
+	err := s.ch.QueryRow(ctx, "SELECT count() FROM "+s.CH.Database+".attempts FINAL WHERE event_id = ? AND outcome = 'success'", eventID).Scan(&n)
 	return n, err
 }

@@ -8,6 +8,7 @@
 package receiver
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -73,7 +74,29 @@ type Behavior struct {
 	FailFirst int
 	// RetryAfter is the Retry-After header sent with a failure status.
 	RetryAfter string
+	// BurstEvery and BurstFor, with Status set and BurstEvery > 0, make
+	// failures come and go: Status is answered during the first BurstFor
+	// of every BurstEvery, counted from SetBehavior, and 204 in between.
+	BurstEvery, BurstFor time.Duration
+	// Reset reads the request and then resets the connection (TCP RST)
+	// without answering, as a receiver that crashes mid-request does.
+	Reset bool
+	// SlowBody writes the answer's body (200 with a body of slowBodyBytes
+	// instead of 204, or Status's) in slowBodyPieces pieces spread over this
+	// long; the status line and headers go first.
+	SlowBody time.Duration
+
+	// setAt is when SetBehavior stored it: the start of the first burst.
+	setAt time.Time
 }
+
+const (
+	// slowBodyPieces and slowBodyBytes shape a SlowBody answer: 8 pieces of
+	// 64 bytes, small enough for any excerpt limit, enough pieces to be
+	// slow throughout rather than once.
+	slowBodyPieces = 8
+	slowBodyBytes  = 512
+)
 
 // Arrival is one request to an endpoint, in the order they arrived.
 type Arrival struct {
@@ -96,6 +119,7 @@ type Receiver struct {
 
 	onDelivery   func(Delivery)
 	keepArrivals bool
+	now          func() time.Time // the clock of bursts; time.Now unless WithClock
 
 	requests      atomic.Int64
 	badSignatures atomic.Int64
@@ -141,6 +165,10 @@ func OnDelivery(fn func(Delivery)) Option { return func(r *Receiver) { r.onDeliv
 // the per-id counts.
 func KeepArrivals() Option { return func(r *Receiver) { r.keepArrivals = true } }
 
+// WithClock makes the receiver read the time of bursts (BurstEvery,
+// BurstFor) from now instead of time.Now, so a test can move it.
+func WithClock(now func() time.Time) Option { return func(r *Receiver) { r.now = now } }
+
 // Start listens on addr ("127.0.0.1:0" for any free port) and serves.
 func Start(addr string, opts ...Option) (*Receiver, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -159,6 +187,7 @@ func Serve(ln net.Listener, opts ...Option) *Receiver {
 		done:      make(chan struct{}),
 		endpoints: map[string]*endpoint{},
 		conns:     map[net.Conn]struct{}{},
+		now:       time.Now,
 	}
 	for _, o := range opts {
 		o(r)
@@ -266,6 +295,7 @@ func (r *Receiver) trackConn(c net.Conn, s fasthttp.ConnState) {
 // SetBehavior sets how endpoint answers from now on; requests already in
 // the handler keep the behaviour they arrived under.
 func (r *Receiver) SetBehavior(endpoint string, b Behavior) {
+	b.setAt = r.now()
 	r.endpoint([]byte(endpoint)).behavior.Store(&b)
 }
 
@@ -338,13 +368,18 @@ func (r *Receiver) handle(ctx *fasthttp.RequestCtx) {
 	if r.keepArrivals {
 		arrival = ep.arrive(id)
 	}
-	status := r.answer(ctx, ep, id)
-	if status == 0 {
+	status, reset := r.answer(ctx, ep, id)
+	switch {
+	case reset:
+		resetOnClose(ctx.Conn())
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(net.Conn) {})
+	case status == 0:
 		// Released from a hang or delay: close the connection without a
 		// response, as a receiver that never answered would.
 		ctx.HijackSetNoResponse(true)
 		ctx.Hijack(func(net.Conn) {})
-	} else {
+	default:
 		ctx.SetStatusCode(status)
 	}
 	delivered := status >= 200 && status < 300
@@ -365,32 +400,52 @@ func (r *Receiver) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// resetOnClose makes closing c send a TCP RST instead of a FIN: with
+// SO_LINGER 0 the kernel drops what is unsent and resets. It takes the
+// server's own connection: the one a hijack hands over is a wrapper.
+func resetOnClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+}
+
 // answer verifies the request if the endpoint has a secret, then applies
 // its Behavior. It returns the status to answer, having set any body and
-// headers, or 0 when the request must not be answered.
-func (r *Receiver) answer(ctx *fasthttp.RequestCtx, ep *endpoint, id string) int {
+// headers, or 0 when the request must not be answered; reset says the
+// connection is to be reset instead.
+func (r *Receiver) answer(ctx *fasthttp.RequestCtx, ep *endpoint, id string) (status int, reset bool) {
 	if wh := ep.verifier.Load(); wh != nil {
 		if reason := verifySignature(wh, &ctx.Request); reason != "" {
 			r.badSignatures.Add(1)
 			ctx.SetBodyString(reason)
-			return fasthttp.StatusUnauthorized
+			return fasthttp.StatusUnauthorized, false
 		}
 		if reason := checkBody(ctx.Request.Body(), id); reason != "" {
 			r.badBodies.Add(1)
 			ctx.SetBodyString(reason)
-			return fasthttp.StatusBadRequest
+			return fasthttp.StatusBadRequest, false
 		}
 	} else if id == "" {
 		ctx.SetBodyString("missing webhook-id")
-		return fasthttp.StatusBadRequest
+		return fasthttp.StatusBadRequest, false
 	}
 
 	b := ep.behavior.Load()
 	if b == nil {
-		return fasthttp.StatusNoContent
+		return fasthttp.StatusNoContent, false
 	}
-	status := fasthttp.StatusNoContent
-	if b.Status != 0 {
+	if b.Reset {
+		return 0, true
+	}
+	status = fasthttp.StatusNoContent
+	if b.SlowBody > 0 {
+		status = fasthttp.StatusOK
+	}
+	if b.Status != 0 && b.BurstEvery > 0 {
+		if r.now().Sub(b.setAt)%b.BurstEvery < b.BurstFor {
+			status = b.Status
+		}
+	} else if b.Status != 0 {
 		status = b.Status
 		if b.FailFirst > 0 {
 			// Counted on arrival, so concurrent copies of one id each
@@ -407,23 +462,43 @@ func (r *Receiver) answer(ctx *fasthttp.RequestCtx, ep *endpoint, id string) int
 			ep.mu.Unlock()
 		}
 	}
-	if b.Delay > 0 {
-		t := time.NewTimer(b.Delay)
-		select {
-		case <-t.C:
-		case <-r.done:
-			t.Stop()
-			return 0
-		}
+	if b.Delay > 0 && !r.sleep(b.Delay) {
+		return 0, false
 	}
 	if b.Hang {
 		r.hang(ctx.Conn())
-		return 0
+		return 0, false
 	}
 	if (status < 200 || status >= 300) && b.RetryAfter != "" {
 		ctx.Response.Header.Set("Retry-After", b.RetryAfter)
 	}
-	return status
+	if b.SlowBody > 0 {
+		pause := b.SlowBody / slowBodyPieces
+		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			piece := bytes.Repeat([]byte{'.'}, slowBodyBytes/slowBodyPieces)
+			for range slowBodyPieces {
+				// A write error is the client gone; Close ends the
+				// pauses, so a slow answer never holds Close up.
+				if _, err := w.Write(piece); err != nil || w.Flush() != nil || !r.sleep(pause) {
+					return
+				}
+			}
+		})
+	}
+	return status, false
+}
+
+// sleep waits d, or less if the receiver closes; it reports whether it
+// waited the whole d.
+func (r *Receiver) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.done:
+		return false
+	}
 }
 
 // hang returns when the client closes the connection or the receiver

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -560,4 +561,125 @@ func BenchmarkHandle(b *testing.B) {
 			}
 		}
 	})
+}
+
+// clock is a time source a test moves by hand.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// TestBursts: failures come for BurstFor at the start of every BurstEvery
+// and go in between, on the receiver's clock.
+func TestBursts(t *testing.T) {
+	clk := &clock{now: time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)}
+	r := start(t, receiver.WithClock(clk.Now))
+	r.SetBehavior("flap", receiver.Behavior{Status: 503, BurstEvery: 10 * time.Second, BurstFor: 3 * time.Second, RetryAfter: "1"})
+	c := newClient(t, 5*time.Second)
+	for i, step := range []struct {
+		advance time.Duration // moved before the request
+		want    int
+	}{
+		{0, 503},
+		{2900 * time.Millisecond, 503},
+		{100 * time.Millisecond, 204}, // 3 s: the burst is over
+		{6900 * time.Millisecond, 204},
+		{100 * time.Millisecond, 503}, // 10 s: the next burst
+		{3 * time.Second, 204},
+	} {
+		clk.Add(step.advance)
+		resp := mustPost(t, c, r.URL("flap"), withID("msg_"+strconv.Itoa(i)), `{}`)
+		if resp.StatusCode != step.want {
+			t.Errorf("request %d: status %d, want %d", i, resp.StatusCode, step.want)
+		}
+		if want := map[int]string{503: "1", 204: ""}[step.want]; resp.Header.Get("Retry-After") != want {
+			t.Errorf("request %d: Retry-After %q, want %q", i, resp.Header.Get("Retry-After"), want)
+		}
+	}
+	if got := r.Received("flap"); !mapsEqual(got, map[string]int{"msg_2": 1, "msg_3": 1, "msg_5": 1}) {
+		t.Errorf("Received = %v, want only the requests between bursts", got)
+	}
+}
+
+// TestReset: the request is read (it counts as an arrival), then the
+// connection is reset without an answer and nothing is delivered.
+func TestReset(t *testing.T) {
+	r := start(t, receiver.KeepArrivals())
+	r.SetBehavior("reset", receiver.Behavior{Reset: true})
+	_, err := post(t, newClient(t, 5*time.Second), r.URL("reset"), withID("msg_reset"), `{}`)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("POST to a resetting endpoint: err %v, want connection reset by peer", err)
+	}
+	if got := r.Arrivals("reset"); len(got) != 1 || got[0].ID != "msg_reset" || got[0].Status != 0 {
+		t.Errorf("Arrivals = %+v, want one msg_reset never answered", got)
+	}
+	if got := r.Received("reset"); len(got) != 0 {
+		t.Errorf("Received = %v, want nothing: a reset is not a delivery", got)
+	}
+	// The next request, on a new connection, is served again.
+	r.SetBehavior("reset", receiver.Behavior{})
+	if got := mustPost(t, newClient(t, 5*time.Second), r.URL("reset"), withID("msg_after"), `{}`).StatusCode; got != 204 {
+		t.Errorf("after the reset behaviour ends: status %d, want 204", got)
+	}
+}
+
+// TestSlowBody: the status arrives first and the body in pieces over
+// SlowBody; the request counts as delivered.
+func TestSlowBody(t *testing.T) {
+	const slow = 400 * time.Millisecond
+	r := start(t)
+	r.SetBehavior("slow", receiver.Behavior{SlowBody: slow})
+	req, err := http.NewRequest(http.MethodPost, r.URL("slow"), bytes.NewReader([]byte(`{}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("webhook-id", "msg_slow")
+	began := time.Now()
+	resp, err := newClient(t, 5*time.Second).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	headers := time.Since(began)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d, want 200", resp.StatusCode)
+	}
+	var pieces int
+	buf := make([]byte, 1024)
+	var body []byte
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			pieces++
+			body = append(body, buf[:n]...)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(body) != 512 {
+		t.Errorf("body of %d bytes, want 512", len(body))
+	}
+	// Lower bounds only: the body cannot arrive sooner than its pauses.
+	if took := time.Since(began); took < slow*7/8 {
+		t.Errorf("the whole answer took %v, want at least %v", took, slow*7/8)
+	}
+	if pieces < 2 {
+		t.Errorf("the body arrived in %d read, want it in pieces (headers after %v)", pieces, headers)
+	}
+	if got := r.Received("slow"); got["msg_slow"] != 1 {
+		t.Errorf("Received = %v, want msg_slow delivered once", got)
+	}
 }

@@ -46,7 +46,8 @@ func run(ctx context.Context, repo, results, doc string, quick bool) error {
 	rep := &bench.Report{Started: time.Now(), Quick: quick}
 	// Partition counts of a small production: deliveries as many as a
 	// handful of senders could share.
-	s, err := bench.StartStack(ctx, repo, topics.Partitions{Events: 6, Deliveries: 12, Retry: 6, Dead: 3, Attempts: 6, EventLog: 6}, logf)
+	s, err := bench.StartStack(ctx, repo, bench.StackOptions{Name: "bench",
+		Partitions: topics.Partitions{Events: 6, Deliveries: 12, Retry: 6, Dead: 3, Attempts: 6, EventLog: 6}}, logf)
 	if s != nil {
 		defer s.Close()
 	}
