@@ -76,7 +76,7 @@ func (su *Suite) faults() []fault {
 		{name: "ingest", what: "kill -9 ingest, start it again", inject: su.killService("ingest")},
 		{name: "sender", what: "kill -9 sender, start it again", inject: su.killService("sender"), redelivers: true},
 		{name: "logwriter", what: "kill -9 logwriter, start it again", inject: su.killService("logwriter")},
-		{name: "broker", what: "kill -9 the Kafka broker, dev/up.sh kafka", inject: su.killBroker, redelivers: true},
+		{name: "broker", what: "kill -9 the Kafka broker; while it is down, kill -9 the logwriter and ingest and start them again (they start without Kafka); dev/up.sh kafka", inject: su.killBroker, redelivers: true},
 		{name: "ch-freeze", what: fmt.Sprintf("SIGSTOP ClickHouse for %v, then SIGCONT", freezeFor), inject: su.freezeClickHouse},
 		{name: "ch-restart", what: fmt.Sprintf("dev/down.sh clickhouse, %v down, dev/up.sh clickhouse", clickHouseDownFor), inject: su.restartClickHouse},
 		{name: "flap", what: fmt.Sprintf("receivers flap for %v: 5xx bursts, hangs past the timeout, resets, slow bodies", flapFor), inject: su.flap},
@@ -265,10 +265,19 @@ func (su *Suite) killService(name string) func(context.Context) error {
 }
 
 // killBroker kills the broker with SIGKILL and brings it back with
-// dev/up.sh, as an operator (or a supervisor) would.
+// dev/up.sh, as an operator (or a supervisor) would. While it is down the
+// logwriter and ingest are killed and started again, as a node failure
+// would: they start with no broker to talk to, and must wait for it rather
+// than exit, and ingest's router rebuilds its dedup state as the broker
+// comes back.
 func (su *Suite) killBroker(ctx context.Context) error {
 	if _, err := su.signal("kafka", syscall.SIGKILL); err != nil {
 		return err
+	}
+	for _, name := range []string{"logwriter", "ingest"} {
+		if err := su.killService(name)(ctx); err != nil {
+			return err
+		}
 	}
 	return su.dev(ctx, "up.sh", "kafka")
 }

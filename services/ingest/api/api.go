@@ -48,6 +48,11 @@ type Options struct {
 	Deliveries DeliveriesOptions
 	// Tenants are the operator's defaults of the per-tenant quotas.
 	Tenants TenantLimits
+	// ConfigReady reports whether the config view has caught up; until it
+	// has, authenticated routes answer 503 rather than judge keys and
+	// objects against a partial view (a valid key would be 401). nil means
+	// always caught up.
+	ConfigReady func() error
 	// Now tells the time (tests control it); nil means time.Now.
 	Now func() time.Time
 }

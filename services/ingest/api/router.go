@@ -73,6 +73,14 @@ func (a *API) dispatch(ctx *fasthttp.RequestCtx) {
 			continue
 		}
 		req := &request{RequestCtx: ctx, params: params}
+		if rt.access != public && a.opts.ConfigReady != nil {
+			if err := a.opts.ConfigReady(); err != nil {
+				ctx.Response.Header.Set("Retry-After", "1")
+				WriteProblem(ctx, fasthttp.StatusServiceUnavailable, "unavailable",
+					"this server is still loading its configuration; retry in a moment")
+				return
+			}
+		}
 		if rt.access != public {
 			p, ok := a.authenticate(ctx)
 			if !ok {

@@ -3,12 +3,15 @@ package api_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/services/ingest/api"
 )
@@ -419,4 +422,32 @@ func jsonMap(n int, v string) string {
 	}
 	b, _ := json.Marshal(m)
 	return string(b)
+}
+
+// TestNotReadyWhileTheConfigLoads: until the config view has caught up,
+// authenticated routes answer 503 with Retry-After, never a 401 for a key
+// the view has not read yet (a client does not retry a 401: its events
+// would be lost); public routes answer as usual.
+func TestNotReadyWhileTheConfigLoads(t *testing.T) {
+	loading := errors.New("config view still catching up")
+	var ready error = loading
+	opts := testOptions()
+	opts.ConfigReady = func() error { return ready }
+	s := serve(t, &memStore{objects: map[string]*sluicev1.ConfigRecord{}}, devBox(t), opts)
+	for _, tc := range []struct{ method, path, key string }{
+		{"POST", "/v1/events", "Bearer sk_not_read_yet"},
+		{"GET", "/v1/endpoints", "Bearer sk_not_read_yet"},
+		{"GET", "/v1/tenants", "Bearer " + adminKey},
+	} {
+		status, hdr, raw := s.do(t, tc.method, tc.path, tc.key, nil)
+		p := wantProblem(t, tc.method+" "+tc.path+" while loading", status, hdr, raw, 503, "unavailable")
+		if hdr.Get("Retry-After") != "1" || !strings.Contains(p.Detail, "still loading its configuration") {
+			t.Fatalf("%s %s: Retry-After %q, detail %q", tc.method, tc.path, hdr.Get("Retry-After"), p.Detail)
+		}
+	}
+	if status, _, _ := s.do(t, "GET", "/openapi.json", "", nil); status != 200 {
+		t.Fatalf("a public route while loading: %d", status)
+	}
+	ready = nil
+	callProblem(t, s, 401, "unauthorized", "GET", "/v1/endpoints", "Bearer sk_unknown", nil)
 }
