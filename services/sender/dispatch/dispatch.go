@@ -137,7 +137,9 @@ type Dispatcher struct {
 
 // Stats count what the dispatcher did, for tests and metrics.
 type Stats struct {
-	Taken, Attempts, Deferred, Parked, Dropped int64
+	// Taken counts records taken from Kafka, Finished those whose every
+	// produced record was acknowledged (the watermark may pass them).
+	Taken, Finished, Attempts, Deferred, Parked, Dropped int64
 	// Retried counts deliveries sent to a retry tier after a failure,
 	// Exhausted those dead-lettered after their last attempt, Hops tier
 	// records re-appended to their tier.

@@ -79,34 +79,33 @@ func attemptsOf(t *testing.T, k *testenv.Kafka, want int) []*sluicev1.Attempt {
 }
 
 // TestFailingThenSucceedingGetsExactlyNPlusOneAttempts: a delivery that
-// fails 3 times gets exactly 4 attempts, spaced as its endpoint's schedule
-// says (jitter fixed at zero here; its bounds are a unit test).
+// fails 3 times gets exactly 4 attempts, spaced exactly as its endpoint's
+// schedule says (jitter fixed at zero here; its bounds are a unit test):
+// each retry waits in its tier for the dispatcher's clock, and the clock
+// moves only to the next due time.
 func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	schedule := []time.Duration{time.Second, 2 * time.Second, time.Second}
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_flaky", RetryScheduleMs: ms(schedule...)})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_flaky"] = 3
 	dl := delivery("ep_flaky")
 	produce(t, k, k.Names.Deliveries, dl)
-	opts := defaults()
+	opts := defaults(clock)
 	opts.Rand = steady
 	d, _ := start(t, k, opts, eps, a)
 	waitFor(t, "the delivery", func() bool { return a.doneCount("ep_flaky") == 1 })
-	time.Sleep(time.Second) // room for a stray extra attempt
+	settled(t, k)
 	calls := a.callTimes(dl.DeliveryId)
 	if len(calls) != 4 {
 		t.Fatalf("%d attempts, want 4 (3 failures, then the success)", len(calls))
 	}
 	for i, want := range schedule {
-		gap := calls[i+1].Sub(calls[i])
-		// Never early (due times are whole milliseconds); late by at most
-		// the time to read the record back: a fetch waits up to 500 ms, and
-		// a loaded CI machine adds to it.
-		if gap < want-5*time.Millisecond || gap > want+1500*time.Millisecond {
-			t.Errorf("wait before attempt %d: %v, want %v (+ at most 1.5 s)", i+2, gap, want)
+		if gap := calls[i+1].Sub(calls[i]); gap != want {
+			t.Errorf("wait before attempt %d: %v, want %v", i+2, gap, want)
 		}
-		t.Logf("attempt %d after %v (schedule %v)", i+2, gap, want)
 	}
 	if s := d.Stats(); s.Retried != 3 || s.Exhausted != 0 {
 		t.Errorf("stats %+v, want 3 retried", s)
@@ -125,8 +124,9 @@ func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 		if at.AttemptNumber != uint32(i+1) {
 			t.Errorf("attempt record %d numbered %d", i+1, at.AttemptNumber)
 		}
-		if i < 3 && at.NextAttemptAtMs == 0 {
-			t.Errorf("failed attempt %d does not say when the next is due", i+1)
+		if i < 3 && at.NextAttemptAtMs != calls[i+1].UnixMilli() {
+			t.Errorf("failed attempt %d says the next is due at %v, want %v", i+1,
+				time.UnixMilli(at.NextAttemptAtMs).Sub(epoch), calls[i+1].Sub(epoch))
 		}
 	}
 }
@@ -136,14 +136,16 @@ func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 // sluice.delivery.exhausted event.
 func TestExhaustionGoesToDeadWithHistory(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_down", TenantId: "ten_test",
 		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond)})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_down"] = -1
 	a.status["ep_down"] = 502
 	dl := delivery("ep_down")
 	produce(t, k, k.Names.Deliveries, dl)
-	start(t, k, defaults(), eps, a)
+	start(t, k, defaults(clock), eps, a)
 	dead := decode(t, k.Read(t, k.Names.Dead, 1))
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
@@ -172,12 +174,13 @@ func TestExhaustionGoesToDeadWithHistory(t *testing.T) {
 // deliveries are parked without a request.
 func Test410DisablesTheEndpoint(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_gone", TenantId: "ten_test", Url: "https://gone.example/hook"})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_gone"] = -1
 	a.status["ep_gone"] = 410
 	produce(t, k, k.Names.Deliveries, delivery("ep_gone"))
-	start(t, k, defaults(), eps, a)
+	start(t, k, defaults(clock), eps, a)
 	waitFor(t, "the endpoint to be disabled", func() bool {
 		ep, _ := eps.Endpoint("ep_gone")
 		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
@@ -202,85 +205,81 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 }
 
 // TestRetryAfterIsHonouredWithinBounds: a 429 asking for 2 s, on a 1 s
-// step, waits 2 s; asking for 60 s it waits twice the step, not 60 s.
+// step, waits exactly 2 s; asking for 60 s it waits twice the step, not
+// 60 s. One delivery per case, so no other timer moves the clock.
 func TestRetryAfterIsHonouredWithinBounds(t *testing.T) {
-	k := onePartition(t)
 	step := time.Second
-	eps := newEndpoints(
-		&sluicev1.Endpoint{Id: "ep_asks_2s", RetryScheduleMs: ms(step)},
-		&sluicev1.Endpoint{Id: "ep_asks_60s", RetryScheduleMs: ms(step)},
-	)
-	a := newAttempter()
-	for ep, ra := range map[string]string{"ep_asks_2s": "2", "ep_asks_60s": "60"} {
-		a.failFirst[ep], a.status[ep], a.retryAfter[ep] = 1, 429, ra
-	}
-	d1, d2 := delivery("ep_asks_2s"), delivery("ep_asks_60s")
-	produce(t, k, k.Names.Deliveries, d1, d2)
-	opts := defaults()
-	opts.Rand = steady
-	start(t, k, opts, eps, a)
-	waitFor(t, "both deliveries", func() bool { return a.doneCount("ep_asks_2s")+a.doneCount("ep_asks_60s") == 2 })
 	for _, tc := range []struct {
-		d    *sluicev1.Delivery
-		want time.Duration
-	}{{d1, 2 * time.Second}, {d2, 2 * step}} {
-		c := a.callTimes(tc.d.DeliveryId)
-		if gap := c[1].Sub(c[0]); gap < tc.want-5*time.Millisecond || gap > tc.want+1500*time.Millisecond {
-			t.Errorf("%s: retried after %v, want %v", tc.d.EndpointId, gap, tc.want)
-		}
+		desc, retryAfter string
+		want             time.Duration
+	}{
+		{"asked for more than the step", "2", 2 * time.Second},
+		{"asked for more than twice the step", "60", 2 * step},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			k := onePartition(t)
+			clock := newFakeClock()
+			clock.auto(t)
+			eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_asks", RetryScheduleMs: ms(step)})
+			a := newAttempter(clock)
+			a.failFirst["ep_asks"], a.status["ep_asks"], a.retryAfter["ep_asks"] = 1, 429, tc.retryAfter
+			dl := delivery("ep_asks")
+			produce(t, k, k.Names.Deliveries, dl)
+			opts := defaults(clock)
+			opts.Rand = steady
+			start(t, k, opts, eps, a)
+			waitFor(t, "the delivery", func() bool { return a.doneCount("ep_asks") == 1 })
+			c := a.callTimes(dl.DeliveryId)
+			if gap := c[1].Sub(c[0]); gap != tc.want {
+				t.Errorf("retried after %v, want %v", gap, tc.want)
+			}
+		})
 	}
 }
 
 // TestCircuitOpensAndClosesOnSchedule: an endpoint failing every request
 // opens its circuit after the minimum number of attempts; while open no
-// request is made (the attempt log says circuit_open) until one probe 2 s
-// later; once the endpoint answers again the probe closes the circuit, the
-// tenant hears it recovered, and every delivery arrives.
+// request is made (the attempt log says circuit_open) until one probe
+// OpenFor later, by the dispatcher's clock; the first probe fails and
+// reopens it, the second succeeds and closes it, the tenant hears it
+// recovered, and every delivery ends delivered or dead.
 func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	// One request at a time, so the 4th failure is the last request
 	// before the circuit opens.
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_cb", TenantId: "ten_test", MaxInFlight: 1,
 		RetryScheduleMs: ms(slices.Repeat([]time.Duration{500 * time.Millisecond}, 20)...)})
-	a := newAttempter()
-	a.down["ep_cb"] = true
+	a := newAttempter(clock)
+	// Four failures open the circuit; the fifth call, the first probe,
+	// fails too; then the endpoint answers.
+	a.failCalls["ep_cb"] = 5
 	var ds []*sluicev1.Delivery
 	for range 5 {
 		ds = append(ds, delivery("ep_cb"))
 	}
 	produce(t, k, k.Names.Deliveries, ds...)
-	opts := defaults()
+	opts := defaults(clock)
 	openFor := 2 * time.Second
 	opts.Breaker = retry.BreakerConfig{Window: time.Minute, MinAttempts: 4, FailureRatio: 0.7, OpenFor: openFor}
 	start(t, k, opts, eps, a)
 
-	calls := func() []time.Time {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return append([]time.Time(nil), a.started["ep_cb"]...)
-	}
-	// The 4th failure opens it; the next request is the probe, 2 s later.
-	waitFor(t, "a probe after the circuit opened", func() bool { return len(calls()) >= 5 })
-	c := calls()
-	if gap := c[4].Sub(c[3]); gap < openFor {
-		t.Fatalf("a request %v after the circuit opened, want none for %v", gap, openFor)
-	}
-	// The endpoint answers again: the next probe closes the circuit.
-	// Deliveries whose attempts ran out while it was open (each
-	// circuit_open counts) are dead-lettered; the rest arrive.
-	a.mu.Lock()
-	a.down["ep_cb"] = false
-	a.mu.Unlock()
-	var dead int
-	waitFor(t, "every delivery delivered or dead", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return len(a.done["ep_cb"]) > 0
-	})
-	time.Sleep(2 * time.Second)
-	dead = len(k.Read(t, k.Names.Dead, 0))
+	waitFor(t, "a delivery after the circuit closed", func() bool { return a.doneCount("ep_cb") > 0 })
+	settled(t, k)
+	dead := len(k.Read(t, k.Names.Dead, 0))
 	if got := a.doneCount("ep_cb"); got+dead != 5 {
 		t.Fatalf("%d delivered and %d dead of 5", got, dead)
+	}
+	a.mu.Lock()
+	c := slices.Clone(a.started["ep_cb"])
+	a.mu.Unlock()
+	// The 4th failure opens it; the next request is the probe, OpenFor
+	// later; it fails and the one after waits OpenFor again.
+	for _, i := range []int{4, 5} {
+		if gap := c[i].Sub(c[i-1]); gap < openFor {
+			t.Errorf("request %d came %v after request %d, with the circuit open for %v", i+1, gap, i, openFor)
+		}
 	}
 	t.Logf("%d delivered after the circuit closed, %d exhausted while it was open", a.doneCount("ep_cb"), dead)
 	// While it was open, deliveries kept moving without requests, and the
@@ -308,12 +307,13 @@ func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
 // partition gets all its deliveries meanwhile.
 func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
 	eps := newEndpoints(
 		&sluicev1.Endpoint{Id: "ep_ordered", Ordered: true, MaxInFlight: 10,
 			RetryScheduleMs: ms(200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond)},
 		&sluicev1.Endpoint{Id: "ep_other"},
 	)
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_ordered"] = 2
 	var ordered []string
 	var ds []*sluicev1.Delivery
@@ -327,11 +327,14 @@ func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
 
 	}
 	produce(t, k, k.Names.Deliveries, ds...)
-	start(t, k, defaults(), eps, a)
+	start(t, k, defaults(clock), eps, a)
+	// The clock stands still: the ordered endpoint's head waits for its
+	// retry while the other endpoint's deliveries all go.
 	waitFor(t, "the other endpoint's 50", func() bool { return a.doneCount("ep_other") == 50 })
-	if n := a.doneCount("ep_ordered"); n == 10 {
-		t.Fatal("the ordered endpoint finished before the other: the test proves nothing")
+	if n := a.doneCount("ep_ordered"); n != 0 {
+		t.Fatalf("the ordered endpoint finished %d before its head's retry was due", n)
 	}
+	clock.auto(t)
 	waitFor(t, "the ordered endpoint's 10", func() bool { return a.doneCount("ep_ordered") == 10 })
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -349,17 +352,20 @@ func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
 }
 
 // TestAutoDisableAfterOnlyFailures: an endpoint that has only failed for
-// DisableAfter is disabled, with the reason.
+// DisableAfter, by the dispatcher's clock, is disabled, with the reason.
 func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	// Steps of a tier's delay (2 h), so each retry waits at its tier's head.
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_failing", TenantId: "ten_test",
-		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond,
-			300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond)})
-	a := newAttempter()
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{2 * time.Hour}, 9)...)})
+	a := newAttempter(clock)
 	a.failFirst["ep_failing"] = -1
 	produce(t, k, k.Names.Deliveries, delivery("ep_failing"), delivery("ep_failing"))
-	opts := defaults()
-	opts.DisableAfter = 1500 * time.Millisecond
+	opts := defaults(clock)
+	opts.Rand = steady
+	opts.DisableAfter = 6 * time.Hour
 	opts.Breaker.MinAttempts = 1000 // keep the circuit out of it
 	start(t, k, opts, eps, a)
 	waitFor(t, "the endpoint to be disabled", func() bool {
@@ -367,8 +373,8 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
 	})
 	ep, _ := eps.Endpoint("ep_failing")
-	if !strings.HasPrefix(ep.DisabledReason, "no successful delivery since ") {
-		t.Fatalf("disabled with reason %q", ep.DisabledReason)
+	if want := "no successful delivery since " + epoch.Format(time.RFC3339) + " (6h0m0s of failures)"; ep.DisabledReason != want {
+		t.Fatalf("disabled with reason %q, want %q", ep.DisabledReason, want)
 	}
 	// Its deliveries end parked, none lost.
 	dead := decode(t, k.Read(t, k.Names.Dead, 2))
@@ -382,13 +388,14 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 // behind it that is due goes at once.
 func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_a"}, &sluicev1.Endpoint{Id: "ep_b"})
-	a := newAttempter()
+	a := newAttempter(clock)
 	later, now := delivery("ep_a"), delivery("ep_b")
-	later.NotBeforeMs = time.Now().Add(time.Minute).UnixMilli()
-	now.NotBeforeMs = time.Now().UnixMilli()
+	later.NotBeforeMs = epoch.Add(time.Minute).UnixMilli()
+	now.NotBeforeMs = epoch.UnixMilli()
 	produce(t, k, k.Names.Retry[0], later, now)
-	d, _ := start(t, k, defaults(), eps, a)
+	d, _ := start(t, k, defaults(clock), eps, a)
 	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
 	if a.doneCount("ep_a") != 0 {
 		t.Fatal("the record due in a minute was attempted")
@@ -403,6 +410,8 @@ func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
 // or is in sluice.dead with a reason — never both, never neither.
 func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 	k := testenv.NewKafka(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	short := ms(200*time.Millisecond, 200*time.Millisecond)
 	eps := newEndpoints(
 		&sluicev1.Endpoint{Id: "ep_healthy", RetryScheduleMs: short},
@@ -410,7 +419,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 		&sluicev1.Endpoint{Id: "ep_failing", RetryScheduleMs: short},
 		&sluicev1.Endpoint{Id: "ep_gone", RetryScheduleMs: short},
 	)
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_flaky"] = 1
 	a.failFirst["ep_failing"] = -1
 	a.failFirst["ep_gone"], a.status["ep_gone"] = -1, 410
@@ -421,7 +430,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 		}
 	}
 	produce(t, k, k.Names.Deliveries, ds...)
-	opts := defaults()
+	opts := defaults(clock)
 	opts.Breaker.MinAttempts = 1000
 	start(t, k, opts, eps, a)
 	// 25 failing + 25 to the gone endpoint end dead.
@@ -436,7 +445,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 	waitFor(t, "the deliveries that succeed", func() bool {
 		return a.doneCount("ep_healthy")+a.doneCount("ep_flaky") == 50
 	})
-	time.Sleep(time.Second)
+	settled(t, k)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delivered, parked := 0, 0

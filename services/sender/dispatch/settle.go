@@ -137,6 +137,7 @@ func (d *Dispatcher) finish(j *job) {
 	}
 	d.buffered -= j.size
 	d.jobs--
+	d.stats.Finished++
 	d.opts.Stage.Progress()
 	d.opts.Stage.Owe(d.jobs)
 	p.wm.finish(j.offset)
