@@ -41,6 +41,9 @@ type Config struct {
 	MaxQueueWait time.Duration
 	// MemoryBudget bounds the bytes of deliveries held in memory.
 	MemoryBudget int
+	// OrderedMemoryBudget bounds the bytes of ordered endpoints' deliveries
+	// held in memory, apart from MemoryBudget.
+	OrderedMemoryBudget int
 	// RevokeGrace is how long requests of a revoked partition may finish.
 	RevokeGrace time.Duration
 	// AttemptLogBuffer bounds the records (attempts, retries, dead letters)
@@ -85,6 +88,11 @@ func register(c *Config, l *config.Loader) {
 		"longest a delivery waits for its endpoint before it moves to the first retry tier")
 	l.Int(&c.MemoryBudget, "memory-budget-bytes", 256<<20,
 		"bytes of deliveries held in memory at most; above it fetching pauses")
+	// A quarter of the memory budget: ordered endpoints are for low
+	// volumes, and 64 MiB still holds 256 of the largest (256 KiB) events
+	// waiting behind failing heads, or some 60,000 of 1 KiB.
+	l.Int(&c.OrderedMemoryBudget, "ordered-memory-budget-bytes", 64<<20,
+		"bytes of ordered endpoints' deliveries held in memory; above it a lane holding one takes no more until it drains")
 	l.Duration(&c.RevokeGrace, "revoke-grace", 5*time.Second,
 		"how long requests of a partition moving to another sender may finish before it is given up")
 	l.Int(&c.AttemptLogBuffer, "attempt-log-buffer", 10000,
@@ -135,6 +143,12 @@ func (c Config) Validate() error {
 	// 16 MiB holds a few fetches; 64 GiB is more than any sender needs.
 	if c.MemoryBudget < 16<<20 || c.MemoryBudget > 64<<30 {
 		errs = append(errs, fmt.Errorf("memory-budget-bytes must be from 16777216 to 68719476736, got %d", c.MemoryBudget))
+	}
+	// Every lane may hold one delivery beyond the budget, so any size
+	// works; below 1 MiB, about one largest record, lanes would hold one
+	// delivery each all the time.
+	if c.OrderedMemoryBudget < 1<<20 || c.OrderedMemoryBudget > 64<<30 {
+		errs = append(errs, fmt.Errorf("ordered-memory-budget-bytes must be from 1048576 to 68719476736, got %d", c.OrderedMemoryBudget))
 	}
 	// A revoke holds up the group's rebalance; franz-go's rebalance
 	// timeout is 60 s.

@@ -27,11 +27,19 @@ type topicPartition struct {
 // partition is the state of one assigned partition.
 type partition struct {
 	topicPartition
-	// tier is the retry tier this partition belongs to, -1 for deliveries.
+	// tier is the retry tier this partition belongs to, -1 for the
+	// deliveries and ordered topics.
 	tier int
-	wm   watermark
+	// ord is set on a partition of the ordered topic, read as lanes
+	// (lane.go).
+	ord *orderedState
+	wm  watermark
 	// marked is the offset last marked for commit.
 	marked int64
+	// epoch is the highest leader epoch of the records handed over; marks
+	// carry it (see rewindPartitions), so a committed offset keeps the
+	// epoch Kafka validates it against after a leader change.
+	epoch int32
 	// held are records not due yet (retry tiers), in order; the partition
 	// is paused while any is held.
 	held      []*job
@@ -42,9 +50,6 @@ type partition struct {
 	// draining: revoke in progress, take nothing new. revoked: gone; its
 	// late completions must not mark offsets.
 	draining, revoked bool
-	// orderedHold counts ordered endpoints whose full queue paused this
-	// partition.
-	orderedHold int
 	// mark is the argument of MarkCommitOffsets for this partition, made
 	// once: a watermark moves on nearly every finished delivery.
 	mark map[string]map[int32]kgo.EpochOffset
@@ -64,7 +69,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
 		stage.Beat()
 		pctx, cancel := kafkax.PollContext(ctx)
+		d.mu.Lock()
+		d.pollCancel = cancel
+		if d.pollWoken {
+			d.pollWoken = false
+			cancel()
+		}
+		d.mu.Unlock()
 		fetches := cl.PollRecords(pctx, d.opts.PollRecords)
+		d.mu.Lock()
+		d.pollCancel = nil
+		d.mu.Unlock()
 		cancel()
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			break
@@ -72,6 +87,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			d.log.Warn("fetching deliveries", "topic", t, "partition", p, "err", err)
 		})
+		var rewinds []rewind
 		d.locked(func() {
 			fetches.EachPartition(func(f kgo.FetchTopicPartition) {
 				p := d.parts[topicPartition{f.Topic, f.Partition}]
@@ -79,12 +95,24 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 					return // revoked meanwhile: the next owner reads these
 				}
 				for _, r := range f.Records {
-					d.take(p, r)
+					p.epoch = max(p.epoch, r.LeaderEpoch)
+					if p.ord != nil {
+						d.takeOrdered(p, r)
+					} else {
+						d.take(p, r)
+					}
+				}
+				if p.ord != nil {
+					// Records skipped as taken before move an ordered
+					// partition's commit without finishing anything.
+					d.markCommit(p, false)
 				}
 			})
+			rewinds = d.planRewinds()
 			d.checkMemory()
 			stage.Owe(d.jobs)
 		})
+		d.rewindPartitions(ctx, rewinds)
 		cl.AllowRebalance()
 	}
 	// Shutdown: what has not started stays uncommitted for the next owner;
@@ -107,11 +135,25 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 // take registers r with its partition and routes it.
 func (d *Dispatcher) take(p *partition, r *kgo.Record) {
+	j := d.newJob(p, r)
+	if j == nil {
+		return
+	}
+	if len(p.held) > 0 {
+		p.held = append(p.held, j)
+		return
+	}
+	d.holdOrAdmit(j)
+}
+
+// newJob registers r with its partition's watermark and the memory it
+// holds, and decodes it; nil when it cannot be decoded (it is parked as it
+// was, with the reason).
+func (d *Dispatcher) newJob(p *partition, r *kgo.Record) *job {
 	p.wm.take(r.Offset)
 	j := &job{p: p, offset: r.Offset, size: int64(len(r.Value)) + jobOverhead}
 	j.acks.Store(1)
-	d.buffered += j.size
-	d.jobs++
+	d.hold(j)
 	d.stats.Taken++
 	dl := &sluicev1.Delivery{}
 	if err := proto.Unmarshal(r.Value, dl); err != nil || dl.SchemaVersion != sluicev1.SchemaVersion || dl.EndpointId == "" {
@@ -128,14 +170,32 @@ func (d *Dispatcher) take(p *partition, r *kgo.Record) {
 			"offset", r.Offset, "reason", reason)
 		j.raw = r
 		d.parkRaw(j, reason)
-		return
+		return nil
 	}
 	j.d = dl
-	if len(p.held) > 0 {
-		p.held = append(p.held, j)
-		return
+	return j
+}
+
+// hold counts j's memory against its budget: ordered partitions' jobs
+// against the ordered budget, which closes lanes, every other against the
+// memory budget, which pauses fetching.
+func (d *Dispatcher) hold(j *job) {
+	if j.p.ord != nil {
+		d.orderedBuffered += j.size
+	} else {
+		d.buffered += j.size
 	}
-	d.holdOrAdmit(j)
+	d.jobs++
+}
+
+// unhold gives j's memory back: finished or dropped.
+func (d *Dispatcher) unhold(j *job) {
+	if j.p.ord != nil {
+		d.orderedBuffered -= j.size
+	} else {
+		d.buffered -= j.size
+	}
+	d.jobs--
 }
 
 // holdOrAdmit admits j if it is due, else holds it (and everything after
@@ -194,26 +254,35 @@ func (d *Dispatcher) admit(j *job) {
 		// The view may trail the router by a moment: a new endpoint's
 		// first delivery can arrive before its configuration does.
 		d.unknown = append(d.unknown, j)
-		select {
-		case d.wake <- struct{}{}:
-		default:
-		}
+		d.wakeResolver()
 		return
 	}
 	d.enqueue(j, ep)
 }
 
+// wakeResolver asks the resolver to sync the view and settle what waits for
+// an unknown endpoint.
+func (d *Dispatcher) wakeResolver() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
 // checkMemory pauses fetching above the memory budget and resumes below 90 %
-// of it; the gap keeps the consumer from flapping around the line.
+// of it; the gap keeps the consumer from flapping around the line. The
+// ordered topic is never paused: its jobs count against their own budget,
+// which closes lanes instead (lane.go).
 func (d *Dispatcher) checkMemory() {
 	switch {
 	case !d.paused && d.buffered > d.opts.MemoryBudget:
 		d.paused = true
-		d.consumer.PauseFetchTopics(d.topics...)
+		d.stats.MemoryPauses++
+		d.consumer.PauseFetchTopics(d.pausable...)
 		d.log.Info("memory budget reached; fetching paused", "buffered_bytes", d.buffered)
 	case d.paused && d.buffered <= d.opts.MemoryBudget/10*9:
 		d.paused = false
-		d.consumer.ResumeFetchTopics(d.topics...)
+		d.consumer.ResumeFetchTopics(d.pausable...)
 		d.log.Info("fetching resumed", "buffered_bytes", d.buffered)
 	}
 }
@@ -251,6 +320,11 @@ func (d *Dispatcher) resolve(ctx context.Context) {
 				} else {
 					d.park(j, "endpoint "+j.d.EndpointId+" does not exist")
 				}
+			}
+			for l := range d.unknownLanes {
+				delete(d.unknownLanes, l)
+				l.synced = true
+				d.pumpLane(l)
 			}
 		})
 		if err != nil {

@@ -73,8 +73,11 @@ type Options struct {
 	// before it is moved to the first retry tier.
 	MaxQueueWait time.Duration
 	// MemoryBudget bounds the bytes of deliveries held; above it fetching
-	// pauses.
+	// pauses. Jobs of the ordered topic do not count.
 	MemoryBudget int64
+	// OrderedBudget bounds the bytes of the ordered topic's jobs; above it
+	// a lane that holds a job takes no more (lane.go).
+	OrderedBudget int64
 	// RevokeGrace is how long a revoked partition's requests in flight may
 	// finish before the partition is given up.
 	RevokeGrace time.Duration
@@ -104,8 +107,8 @@ type Options struct {
 // the queue slot.
 const jobOverhead = 512
 
-// Dispatcher runs the consumer group on the deliveries topic and the retry
-// tiers.
+// Dispatcher runs the consumer group on the deliveries topic, the ordered
+// topic and the retry tiers.
 type Dispatcher struct {
 	opts      Options
 	endpoints Endpoints
@@ -114,7 +117,10 @@ type Dispatcher struct {
 	consumer  *kgo.Client
 	log       *slog.Logger
 	clock     Clock
-	topics    []string // consumed: deliveries, then the retry tiers
+	topics    []string // consumed: deliveries, ordered, then the retry tiers
+	// pausable are the topics the memory budget pauses: all but the
+	// ordered one.
+	pausable []string
 	// work is the context of work in flight: it outlives the consume
 	// context by the shutdown deadline.
 	work context.Context
@@ -123,16 +129,26 @@ type Dispatcher struct {
 	mu       sync.Mutex
 	parts    map[topicPartition]*partition
 	queues   map[string]*queue
-	ready    []*queue        // queues waiting for a process-wide request slot
-	running  int             // requests in flight, process-wide
-	buffered int64           // bytes of jobs taken and not finished or dropped
-	jobs     int             // jobs taken and not finished or dropped (health)
-	paused   bool            // fetching paused for memory
-	unknown  []*job          // jobs whose endpoint the view does not know yet
-	writing  map[string]bool // endpoints with a configuration write under way
-	wake     chan struct{}
-	outbox   []outgoing // records to produce once the lock is released
-	stats    Stats
+	ready    []*queue // queues waiting for a process-wide request slot
+	running  int      // requests in flight, process-wide
+	buffered int64    // bytes of jobs taken and not finished or dropped
+	// orderedBuffered is buffered for the jobs of the ordered topic.
+	orderedBuffered int64
+	jobs            int    // jobs taken and not finished or dropped (health)
+	paused          bool   // fetching paused for memory
+	unknown         []*job // jobs whose endpoint the view does not know yet
+	// unknownLanes are lanes whose head's endpoint the view does not know
+	// yet.
+	unknownLanes map[*lane]struct{}
+	writing      map[string]bool // endpoints with a configuration write under way
+	wake         chan struct{}
+	// pollCancel ends the poll in progress (nil between polls); pollWoken
+	// says a poll should end at once: a lane waits for a rewind, which
+	// only the poll loop makes (lane.go).
+	pollCancel context.CancelFunc
+	pollWoken  bool
+	outbox     []outgoing // records to produce once the lock is released
+	stats      Stats
 }
 
 // Stats count what the dispatcher did, for tests and metrics.
@@ -140,6 +156,14 @@ type Stats struct {
 	// Taken counts records taken from Kafka, Finished those whose every
 	// produced record was acknowledged (the watermark may pass them).
 	Taken, Finished, Attempts, Deferred, Parked, Dropped int64
+	// Moved counts deliveries of ordered endpoints moved to the ordered
+	// topic, LaneCloses lanes closed for want of room, Rewinds ordered
+	// partitions read again from a reopened lane's cursor, MemoryPauses the
+	// times the memory budget paused fetching.
+	Moved, LaneCloses, Rewinds, MemoryPauses int64
+	// Buffered and OrderedBuffered are the bytes held now, against the
+	// memory budget and the ordered budget.
+	Buffered, OrderedBuffered int64
 	// Retried counts deliveries sent to a retry tier after a failure,
 	// Exhausted those dead-lettered after their last attempt, Hops tier
 	// records re-appended to their tier.
@@ -154,7 +178,7 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 		opts: opts, endpoints: endpoints, attempter: attempter, producer: producer, log: log,
 		clock: opts.Clock, work: work,
 		parts: map[topicPartition]*partition{}, queues: map[string]*queue{},
-		writing: map[string]bool{}, wake: make(chan struct{}, 1),
+		writing: map[string]bool{}, wake: make(chan struct{}, 1), unknownLanes: map[*lane]struct{}{},
 	}
 	if d.clock == nil {
 		d.clock = realClock{}
@@ -165,7 +189,8 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 	if d.opts.Stage == nil {
 		d.opts.Stage = health.NewRegistry(health.DefaultStuckAfter, nil).Stage("dispatcher")
 	}
-	d.topics = append([]string{opts.Names.Deliveries}, opts.Names.Retry...)
+	d.pausable = append([]string{opts.Names.Deliveries}, opts.Names.Retry...)
+	d.topics = append([]string{opts.Names.Deliveries, opts.Names.Ordered}, opts.Names.Retry...)
 	if err := d.m.init(meter, d); err != nil {
 		return nil, err
 	}
@@ -188,7 +213,9 @@ func (d *Dispatcher) Consumer() *kgo.Client { return d.consumer }
 func (d *Dispatcher) Stats() Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.stats
+	s := d.stats
+	s.Buffered, s.OrderedBuffered = d.buffered, d.orderedBuffered
+	return s
 }
 
 // Close leaves the group and closes the consumer.

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -31,7 +32,14 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-var quiet = slog.New(slog.DiscardHandler)
+// quiet discards the dispatcher's log, unless DISPATCH_LOG is set (to
+// debug a test).
+var quiet = func() *slog.Logger {
+	if os.Getenv("DISPATCH_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}()
 
 // endpoints is a configuration view held in memory.
 type endpoints struct {
@@ -187,7 +195,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func defaults(clock dispatch.Clock) dispatch.Options {
 	return dispatch.Options{
 		MaxInFlight: 256, EndpointInFlight: 10, QueueCap: 1000, MaxQueueWait: time.Minute,
-		MemoryBudget: 64 << 20, RevokeGrace: 5 * time.Second, PollRecords: 500,
+		MemoryBudget: 64 << 20, OrderedBudget: 16 << 20, RevokeGrace: 5 * time.Second, PollRecords: 500,
 		Breaker: retry.DefaultBreaker, DisableAfter: 5 * 24 * time.Hour, Clock: clock,
 	}
 }
@@ -201,7 +209,7 @@ func defaults(clock dispatch.Clock) dispatch.Options {
 func settled(t testing.TB, k *testenv.Kafka) {
 	t.Helper()
 	ctx := context.Background()
-	consumed := append([]string{k.Names.Deliveries}, k.Names.Retry...)
+	consumed := append([]string{k.Names.Deliveries, k.Names.Ordered}, k.Names.Retry...)
 	group := k.Prefix + "sender"
 	waitFor(t, "every consumed record to be committed", func() bool {
 		before, err := k.Admin.ListEndOffsets(ctx, consumed...)
@@ -272,9 +280,15 @@ func delivery(endpoint string) *sluicev1.Delivery {
 		EventReceivedAtMs: time.Now().UnixMilli(), Data: []byte(`{}`), Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER}
 }
 
-// produce writes deliveries to topic, all to partition 0 when one is true
-// (the test's topics are created with the partitions it asks for).
+// produce writes deliveries to partition 0 of topic, keyed by endpoint as
+// Sluice's writers key them.
 func produce(t testing.TB, k *testenv.Kafka, topic string, ds ...*sluicev1.Delivery) {
+	t.Helper()
+	produceTo(t, k, topic, func(*sluicev1.Delivery) int32 { return 0 }, ds...)
+}
+
+// produceTo writes deliveries to topic, each to the partition part says.
+func produceTo(t testing.TB, k *testenv.Kafka, topic string, part func(*sluicev1.Delivery) int32, ds ...*sluicev1.Delivery) {
 	t.Helper()
 	p, err := kafkax.NewProducer(k.Config, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
@@ -287,7 +301,7 @@ func produce(t testing.TB, k *testenv.Kafka, topic string, ds ...*sluicev1.Deliv
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs = append(recs, &kgo.Record{Topic: topic, Partition: 0, Key: []byte(d.EndpointId), Value: b})
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: part(d), Key: []byte(d.EndpointId), Value: b})
 	}
 	if err := p.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 		t.Fatal(err)

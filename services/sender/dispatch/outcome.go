@@ -105,9 +105,6 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 				"event_type": dl.EventType, "attempts": n, "last_status": a.StatusCode, "last_error": a.Error}))
 		}
 		d.settle(j, recs...)
-		if q.ordered {
-			d.pump(q) // the next delivery may go
-		}
 		return
 	}
 	step := schedule[n-1]
@@ -119,16 +116,21 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 	}
 	due := now.Add(wait)
 	a.NextAttemptAtMs = due.UnixMilli()
-	if q.ordered {
-		// Retried in place: the head waits, and everything behind it.
+	if l := j.lane; l != nil {
+		// Retried in place: the head of its lane waits, unfinished (the
+		// commit stays at it), and so does the rest of its lane; other
+		// lanes go on.
 		for _, r := range append(recs, d.attemptRecord(a)) {
 			d.send(j, r)
 		}
 		j.active = false
 		j.p.active--
-		q.jobs = append([]*job{j}, q.jobs...)
-		q.retryTimer = d.clock.AfterFunc(wait, func() {
-			d.locked(func() { q.retryTimer = nil; d.pump(q) })
+		if j.p.draining {
+			d.drop(j) // its next owner sends it again
+			return
+		}
+		l.retryTimer = d.clock.AfterFunc(wait, func() {
+			d.locked(func() { l.retryTimer = nil; d.pumpLane(l) })
 		})
 		return
 	}

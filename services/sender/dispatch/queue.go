@@ -17,13 +17,10 @@ type queue struct {
 	bucket  bucket
 	timer   Timer // set while waiting for a rate-limit token
 	waiting bool  // in Dispatcher.ready
-	// ordered: one request at a time, a failing head retried in place.
-	ordered bool
-	// retryTimer is set while an ordered endpoint's head waits for its
-	// next attempt.
-	retryTimer Timer
-	// holding is the partition an ordered endpoint's full queue paused.
-	holding *partition
+	// lanes are the ordered lanes holding work for this endpoint (ordered
+	// endpoints' deliveries wait there, not in jobs): they share its rate
+	// limit and health, and are pumped with it.
+	lanes   map[*lane]struct{}
 	breaker *retry.Breaker
 	conc    retry.Concurrency
 	// failingSince is when the current run of failures began (zero while
@@ -31,24 +28,21 @@ type queue struct {
 	failingSince time.Time
 }
 
+// enqueue puts j on ep's queue. A delivery of an ordered endpoint moves to
+// the ordered topic, where its order is kept: it was read from the
+// deliveries or a retry tier (the endpoint became ordered while it was on
+// its way), or handed over by a lane while the endpoint was unordered.
 func (d *Dispatcher) enqueue(j *job, ep *sluicev1.Endpoint) {
-	if ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
+	switch {
+	case ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED:
 		d.park(j, "endpoint disabled: "+ep.DisabledReason)
+		return
+	case ep.Ordered:
+		d.moveToOrdered(j)
 		return
 	}
 	q := d.queue(ep)
-	switch {
-	case len(q.jobs) < d.queueCap(ep):
-	case q.ordered:
-		// An ordered endpoint's deliveries cannot be deferred without
-		// losing their order: its partition stops fetching until the
-		// queue drains (see ARCHITECTURE: ordered endpoints).
-		if q.holding == nil {
-			q.holding = j.p
-			j.p.orderedHold++
-			d.consumer.PauseFetchPartitions(map[string][]int32{j.p.topic: {j.p.partition}})
-		}
-	default:
+	if len(q.jobs) >= d.queueCap(ep) {
 		d.deferJob(j, "queue full")
 		return
 	}
@@ -61,13 +55,12 @@ func (d *Dispatcher) enqueue(j *job, ep *sluicev1.Endpoint) {
 func (d *Dispatcher) queue(ep *sluicev1.Endpoint) *queue {
 	q := d.queues[ep.Id]
 	if q == nil {
-		q = &queue{id: ep.Id, breaker: retry.NewBreaker(d.opts.Breaker)}
+		q = &queue{id: ep.Id, breaker: retry.NewBreaker(d.opts.Breaker), lanes: map[*lane]struct{}{}}
 		if ep.FailingSinceMs != 0 {
 			q.failingSince = time.UnixMilli(ep.FailingSinceMs)
 		}
 		d.queues[ep.Id] = q
 	}
-	q.ordered = ep.Ordered
 	q.bucket.setRate(ep.RateLimit)
 	return q
 }
@@ -91,21 +84,23 @@ func (d *Dispatcher) inFlightLimit(ep *sluicev1.Endpoint) int {
 	return d.opts.EndpointInFlight
 }
 
-// pump starts as many of q's deliveries as its limits allow.
-func (d *Dispatcher) pump(q *queue) {
-	if q.holding != nil && len(q.jobs) <= d.opts.QueueCap/2 {
-		p := q.holding
-		q.holding = nil
-		if p.orderedHold--; p.orderedHold == 0 && !p.draining && len(p.held) == 0 {
-			d.consumer.ResumeFetchPartitions(map[string][]int32{p.topic: {p.partition}})
-		}
+// serve pumps q's deliveries and its ordered lanes: a request slot or a
+// rate-limit token freed up.
+func (d *Dispatcher) serve(q *queue) {
+	d.pump(q)
+	for l := range q.lanes {
+		d.pumpLane(l)
 	}
-	if len(q.jobs) == 0 || q.retryTimer != nil {
+}
+
+// pump starts as many of q's (unordered) deliveries as its limits allow.
+func (d *Dispatcher) pump(q *queue) {
+	if len(q.jobs) == 0 {
 		return
 	}
 	ep, ok := d.endpoints.Endpoint(q.id)
-	if !ok || ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
-		// Deleted or disabled while its deliveries waited.
+	if !ok || ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED || ep.Ordered {
+		// Deleted, disabled or made ordered while its deliveries waited.
 		jobs := q.jobs
 		q.jobs = nil
 		for _, j := range jobs {
@@ -113,22 +108,14 @@ func (d *Dispatcher) pump(q *queue) {
 		}
 		return
 	}
-	q.ordered = ep.Ordered
 	q.bucket.setRate(ep.RateLimit)
 	limit := q.conc.Limit(d.inFlightLimit(ep))
-	if q.ordered {
-		limit = 1
-	}
 	for len(q.jobs) > 0 && q.running < limit {
-		if d.running >= d.opts.MaxInFlight {
-			if !q.waiting {
-				q.waiting = true
-				d.ready = append(d.ready, q)
-			}
+		if !d.slotFree(q) {
 			return
 		}
 		now := d.clock.Now()
-		if !q.ordered && !q.breaker.Allow(now) {
+		if !q.breaker.Allow(now) {
 			// Circuit open: no request; the delivery moves on to its
 			// next attempt's tier and the log says why.
 			j := q.pop()
@@ -139,11 +126,7 @@ func (d *Dispatcher) pump(q *queue) {
 			continue
 		}
 		if !q.bucket.take(now) {
-			if q.timer == nil {
-				q.timer = d.clock.AfterFunc(q.bucket.wait(now), func() {
-					d.locked(func() { q.timer = nil; d.pump(q) })
-				})
-			}
+			d.waitToken(q, now)
 			return
 		}
 		j := q.pop()
@@ -151,6 +134,28 @@ func (d *Dispatcher) pump(q *queue) {
 		d.running++
 		d.activate(j)
 		go d.attempt(j, q, ep)
+	}
+}
+
+// slotFree reports whether the process may start another request; if not,
+// q waits for one in Dispatcher.ready.
+func (d *Dispatcher) slotFree(q *queue) bool {
+	if d.running < d.opts.MaxInFlight {
+		return true
+	}
+	if !q.waiting {
+		q.waiting = true
+		d.ready = append(d.ready, q)
+	}
+	return false
+}
+
+// waitToken serves q again once its rate limit allows another request.
+func (d *Dispatcher) waitToken(q *queue, now time.Time) {
+	if q.timer == nil {
+		q.timer = d.clock.AfterFunc(q.bucket.wait(now), func() {
+			d.locked(func() { q.timer = nil; d.serve(q) })
+		})
 	}
 }
 
@@ -182,7 +187,16 @@ func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
 		q.running--
 		d.stats.Attempts++
 		d.after(j, q, ep, a, retryAfter)
-		d.pump(q)
+		if l := j.lane; l != nil {
+			l.running = false
+			// Settled (delivered, dead-lettered, dropped) unless it waits
+			// in place for its next attempt.
+			if l.retryTimer == nil && len(l.jobs) > 0 && l.jobs[0] == j {
+				d.popLane(l)
+			}
+			d.pumpLane(l)
+		}
+		d.serve(q)
 	})
 	d.locked(func() {
 		d.running--
@@ -191,15 +205,19 @@ func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
 			d.ready[0] = nil
 			d.ready = d.ready[1:]
 			next.waiting = false
-			d.pump(next)
+			d.serve(next)
 		}
 	})
 }
 
 // sweep moves deliveries that waited too long in their queue to the first
-// retry tier, and forgets idle queues.
+// retry tier, forgets idle queues, and looks after the ordered lanes
+// (sweepLanes). It runs four times per MaxQueueWait, so a delivery waits at
+// most 1.25 of it, and at least once a second, so a lane whose head waits
+// hours for its retry notices within a second that its endpoint was
+// disabled; each round costs one pass over the queues and lanes.
 func (d *Dispatcher) sweep(ctx context.Context) {
-	every := max(d.opts.MaxQueueWait/4, 50*time.Millisecond)
+	every := min(max(d.opts.MaxQueueWait/4, 50*time.Millisecond), time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -211,20 +229,18 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		d.locked(func() {
 			now := d.clock.Now()
 			for id, q := range d.queues {
-				for !q.ordered && len(q.jobs) > 0 && now.Sub(q.jobs[0].queued) > d.opts.MaxQueueWait {
-					j := q.jobs[0]
-					q.jobs[0] = nil
-					q.jobs = q.jobs[1:]
-					d.deferJob(j, "waited too long")
+				for len(q.jobs) > 0 && now.Sub(q.jobs[0].queued) > d.opts.MaxQueueWait {
+					d.deferJob(q.pop(), "waited too long")
 				}
 				// An idle queue is forgotten, unless it holds state worth
 				// keeping: an open circuit, reduced concurrency, a run of
 				// failures.
-				if len(q.jobs) == 0 && q.running == 0 && q.timer == nil && q.retryTimer == nil && !q.waiting &&
+				if len(q.jobs) == 0 && len(q.lanes) == 0 && q.running == 0 && q.timer == nil && !q.waiting &&
 					q.failingSince.IsZero() && q.breaker.Idle(now) && q.conc.Full() {
 					delete(d.queues, id)
 				}
 			}
+			d.sweepLanes()
 		})
 	}
 }

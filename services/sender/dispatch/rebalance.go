@@ -14,9 +14,7 @@ func (d *Dispatcher) dropJobs(p *partition) {
 		out := jobs[:0]
 		for _, j := range jobs {
 			if j.p == p {
-				d.buffered -= j.size
-				d.jobs--
-				d.stats.Dropped++
+				d.drop(j)
 				continue
 			}
 			out = append(out, j)
@@ -26,20 +24,13 @@ func (d *Dispatcher) dropJobs(p *partition) {
 	}
 	for _, q := range d.queues {
 		q.jobs = keep(q.jobs)
-		if q.holding == p {
-			q.holding = nil
-			p.orderedHold = 0
-		}
-		if q.retryTimer != nil && len(q.jobs) == 0 {
-			q.retryTimer.Stop()
-			q.retryTimer = nil
-		}
 	}
 	d.unknown = keep(d.unknown)
+	if p.ord != nil {
+		d.dropLanes(p)
+	}
 	for _, j := range p.held {
-		d.buffered -= j.size
-		d.jobs--
-		d.stats.Dropped++
+		d.drop(j)
 	}
 	d.opts.Stage.Owe(d.jobs)
 	p.held = nil
@@ -56,13 +47,18 @@ func (d *Dispatcher) assigned(_ context.Context, _ *kgo.Client, assigned map[str
 		for t, ps := range assigned {
 			for _, n := range ps {
 				tp := topicPartition{t, n}
-				d.parts[tp] = &partition{topicPartition: tp, tier: d.tierOf(t), wm: newWatermark(), marked: -1}
+				p := &partition{topicPartition: tp, tier: d.tierOf(t), wm: newWatermark(), marked: -1, epoch: -1}
+				if t == d.opts.Names.Ordered {
+					p.ord = newOrderedState()
+				}
+				d.parts[tp] = p
 			}
 		}
 	})
 }
 
-// tierOf is the retry tier index of topic, -1 for the deliveries topic.
+// tierOf is the retry tier index of topic, -1 for the deliveries and
+// ordered topics.
 func (d *Dispatcher) tierOf(topic string) int {
 	for i, t := range d.opts.Names.Retry {
 		if t == topic {

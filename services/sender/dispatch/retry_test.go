@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -298,56 +297,6 @@ func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
 	}
 	if ev := opEvents(t, k, dispatch.EventEndpointRecovered, 1); len(ev) != 1 || ev[0]["endpoint_id"] != "ep_cb" {
 		t.Fatalf("recovered events %v", ev)
-	}
-}
-
-// TestOrderedEndpointStaysInOrderWhileOthersFlow: every delivery to an
-// ordered endpoint fails twice; it receives them strictly one at a time in
-// partition order, each retried in place, while an endpoint sharing its
-// partition gets all its deliveries meanwhile.
-func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
-	k := onePartition(t)
-	clock := newFakeClock()
-	eps := newEndpoints(
-		&sluicev1.Endpoint{Id: "ep_ordered", Ordered: true, MaxInFlight: 10,
-			RetryScheduleMs: ms(200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond)},
-		&sluicev1.Endpoint{Id: "ep_other"},
-	)
-	a := newAttempter(clock)
-	a.failFirst["ep_ordered"] = 2
-	var ordered []string
-	var ds []*sluicev1.Delivery
-	for range 10 {
-		d := delivery("ep_ordered")
-		ordered = append(ordered, d.DeliveryId)
-		ds = append(ds, d)
-		for range 5 {
-			ds = append(ds, delivery("ep_other"))
-		}
-
-	}
-	produce(t, k, k.Names.Deliveries, ds...)
-	start(t, k, defaults(clock), eps, a)
-	// The clock stands still: the ordered endpoint's head waits for its
-	// retry while the other endpoint's deliveries all go.
-	waitFor(t, "the other endpoint's 50", func() bool { return a.doneCount("ep_other") == 50 })
-	if n := a.doneCount("ep_ordered"); n != 0 {
-		t.Fatalf("the ordered endpoint finished %d before its head's retry was due", n)
-	}
-	clock.auto(t)
-	waitFor(t, "the ordered endpoint's 10", func() bool { return a.doneCount("ep_ordered") == 10 })
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.maxIn["ep_ordered"] != 1 {
-		t.Errorf("ordered endpoint had %d requests at once, want 1", a.maxIn["ep_ordered"])
-	}
-	// Calls: each delivery three times in a row, in partition order.
-	var want []string
-	for _, id := range ordered {
-		want = append(want, id, id, id)
-	}
-	if got := a.order["ep_ordered"]; fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("ordered endpoint called\n %v\nwant\n %v", got, want)
 	}
 }
 

@@ -31,6 +31,9 @@ type job struct {
 	// active: started or settling (counted in its partition's active),
 	// as opposed to waiting in a queue.
 	active bool
+	// lane is the ordered lane j waits in (lane.go), nil once it left it
+	// or for a delivery not read from the ordered topic.
+	lane *lane
 }
 
 // outgoing is a record produced on behalf of a job: the job is finished
@@ -48,6 +51,15 @@ func (d *Dispatcher) deferJob(j *job, reason string) {
 	d.stats.Deferred++
 	d.m.deferred.Add(d.work, 1, metric.WithAttributes(attribute.String("reason", reason)))
 	d.settle(j, &kgo.Record{Topic: d.opts.Names.Retry[0], Key: []byte(c.EndpointId), Value: mustMarshal(c)})
+}
+
+// moveToOrdered hands j to the ordered topic, keyed by its endpoint: the
+// only place an ordered endpoint's deliveries are sent from. The copy
+// finishes j.
+func (d *Dispatcher) moveToOrdered(j *job) {
+	d.stats.Moved++
+	d.m.moved.Add(d.work, 1)
+	d.settle(j, &kgo.Record{Topic: d.opts.Names.Ordered, Key: []byte(j.d.EndpointId), Value: mustMarshal(j.d)})
 }
 
 // park moves j to the dead-letter topic with its reason.
@@ -135,21 +147,37 @@ func (d *Dispatcher) finish(j *job) {
 	if j.active {
 		p.active--
 	}
-	d.buffered -= j.size
-	d.jobs--
+	d.unhold(j)
 	d.stats.Finished++
 	d.opts.Stage.Progress()
 	d.opts.Stage.Owe(d.jobs)
 	p.wm.finish(j.offset)
-	if !p.revoked {
-		if c := p.wm.commit(); c > p.marked {
-			p.marked = c
-			if p.mark == nil {
-				p.mark = map[string]map[int32]kgo.EpochOffset{p.topic: {}}
-			}
-			p.mark[p.topic][p.partition] = kgo.EpochOffset{Epoch: -1, Offset: c}
-			d.consumer.MarkCommitOffsets(p.mark)
-		}
-	}
+	d.markCommit(p, false)
 	d.checkMemory()
+}
+
+// drop forgets j, not started or waiting in place, without finishing it:
+// its partition was revoked, and its next owner sends it.
+func (d *Dispatcher) drop(j *job) {
+	d.unhold(j)
+	d.stats.Dropped++
+}
+
+// markCommit marks p's commit offset when it moved (or, forced, whatever it
+// is: after a rewind undid the mark). Never for a revoked partition: a late
+// mark would be committed over its new owner's progress.
+func (d *Dispatcher) markCommit(p *partition, force bool) {
+	if p.revoked {
+		return
+	}
+	c := d.commitOf(p)
+	if c < 0 || c <= p.marked && !force {
+		return
+	}
+	p.marked = max(p.marked, c)
+	if p.mark == nil {
+		p.mark = map[string]map[int32]kgo.EpochOffset{p.topic: {}}
+	}
+	p.mark[p.topic][p.partition] = kgo.EpochOffset{Epoch: p.epoch, Offset: c}
+	d.consumer.MarkCommitOffsets(p.mark)
 }
