@@ -22,6 +22,9 @@ func TestWatermark(t *testing.T) {
 		{desc: "all finished with skips", take: []int64{10, 12, 15}, finish: []int64{15, 12, 10}, want: 16},
 		{desc: "an unknown offset is ignored", take: []int64{1, 2}, finish: []int64{3, 0}, want: 1},
 		{desc: "finishing twice is harmless", take: []int64{1, 2, 3}, finish: []int64{1, 1, 2}, want: 3},
+		{desc: "an offset taken below the last (a re-read) holds the mark", take: []int64{5, 8, 3, 6}, finish: []int64{5, 8}, want: 3},
+		{desc: "re-read offsets finish in place", take: []int64{5, 8, 3, 6}, finish: []int64{3, 5}, want: 6},
+		{desc: "all finished after a re-read", take: []int64{5, 8, 3, 6}, finish: []int64{8, 6, 5, 3}, want: 9},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			w := newWatermark()
