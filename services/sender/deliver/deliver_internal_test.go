@@ -5,9 +5,17 @@ package deliver
 // (LoadConfig, Run against the real broker) is tested in app_test.
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +27,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 
@@ -697,6 +706,43 @@ func TestAttemptVerifiesTLS(t *testing.T) {
 	}
 	if hits.Load() != 0 {
 		t.Fatal("the request reached a server with an unverified certificate")
+	}
+}
+
+// TestAttemptErrorIsBounded (review H5): a receiver presenting a
+// certificate with 99 names of 2,500 bytes for another host makes Go's
+// verification error list them all (about 250 KiB). The attempt's error is
+// cut to MaxErrorBytes of valid UTF-8 and still says what failed.
+func TestAttemptErrorIsBounded(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := strings.Repeat("a", 62) + "."
+	var names []string
+	for i := range 99 {
+		names = append(names, fmt.Sprintf("%s%d.example", strings.Repeat(label, 2500/len(label)), i))
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not-you"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: names}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is the point
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	d := newTestDeliverer(t, 5*time.Second, 0)
+	// By name, so the certificate's names are checked against it.
+	a, _ := d.Attempt(delivery("ep_sans"), endpoint("ep_sans", fmt.Sprintf("https://localhost:%d/hook", port)))
+	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR || !strings.Contains(a.Error, "certificate is valid for") {
+		t.Fatalf("outcome %v, error %.200q…; want the certificate's names refused", a.Outcome, a.Error)
+	}
+	if len(a.Error) > MaxErrorBytes || !utf8.ValidString(a.Error) {
+		t.Fatalf("error of %d bytes (valid UTF-8: %v), want at most %d", len(a.Error), utf8.ValidString(a.Error), MaxErrorBytes)
 	}
 }
 

@@ -127,6 +127,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	cl.AllowRebalance()
 	wg.Wait()
 	d.waitIdle(d.work, nil)
+	d.bg.Wait()
 	if err := cl.CommitMarkedOffsets(d.work); err != nil {
 		return fmt.Errorf("committing delivery offsets on shutdown: %w", err)
 	}

@@ -124,7 +124,10 @@ type Dispatcher struct {
 	// work is the context of work in flight: it outlives the consume
 	// context by the shutdown deadline.
 	work context.Context
-	m    instruments
+	// bg owns the goroutines the dispatcher starts besides its loops and
+	// requests; Run waits for them before its last commit (spawn).
+	bg sync.WaitGroup
+	m  instruments
 
 	mu       sync.Mutex
 	parts    map[topicPartition]*partition
@@ -161,6 +164,9 @@ type Stats struct {
 	// partitions read again from a reopened lane's cursor, MemoryPauses the
 	// times the memory budget paused fetching.
 	Moved, LaneCloses, Rewinds, MemoryPauses int64
+	// Shrunk counts records Kafka refused for good and made again smaller
+	// (refused.go).
+	Shrunk int64
 	// Buffered and OrderedBuffered are the bytes held now, against the
 	// memory budget and the ordered budget.
 	Buffered, OrderedBuffered int64
@@ -220,6 +226,10 @@ func (d *Dispatcher) Stats() Stats {
 
 // Close leaves the group and closes the consumer.
 func (d *Dispatcher) Close() { d.consumer.Close() }
+
+// spawn runs fn in a goroutine Run waits for when it stops. fn must end
+// when the work context does.
+func (d *Dispatcher) spawn(fn func()) { d.bg.Go(fn) }
 
 // locked runs fn under the lock, then produces the records fn queued:
 // producing may block on the producer's bounded buffer, which must never

@@ -95,6 +95,7 @@ type attempter struct {
 	down       map[string]bool // fails every call while set
 	status     map[string]uint32
 	retryAfter map[string]string
+	errText    map[string]string // a failure's error text; default "HTTP <status>"
 	// calls has every call's time by delivery id, ordered the arrival
 	// order of delivery ids per endpoint.
 	calls    map[string][]time.Time
@@ -111,7 +112,7 @@ type attempter struct {
 
 func newAttempter(clock dispatch.Clock) *attempter {
 	return &attempter{now: clock.Now, failFirst: map[string]int{}, failCalls: map[string]int{}, down: map[string]bool{},
-		status: map[string]uint32{}, retryAfter: map[string]string{},
+		status: map[string]uint32{}, retryAfter: map[string]string{}, errText: map[string]string{},
 		calls: map[string][]time.Time{}, order: map[string][]string{},
 		delay: map[string]time.Duration{}, gate: map[string]chan struct{}{},
 		inFlight: map[string]int{}, maxIn: map[string]int{}, started: map[string][]time.Time{},
@@ -128,7 +129,7 @@ func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluic
 	a.order[ep.Id] = append(a.order[ep.Id], d.DeliveryId)
 	n := len(a.calls[d.DeliveryId])
 	fail := a.down[ep.Id] || a.failFirst[ep.Id] < 0 || n <= a.failFirst[ep.Id] || len(a.started[ep.Id]) <= a.failCalls[ep.Id]
-	status, retryAfter := a.status[ep.Id], a.retryAfter[ep.Id]
+	status, retryAfter, errText := a.status[ep.Id], a.retryAfter[ep.Id], a.errText[ep.Id]
 	delay, gate := a.delay[ep.Id], a.gate[ep.Id]
 	a.mu.Unlock()
 	time.Sleep(delay)
@@ -153,7 +154,10 @@ func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluic
 		if status == 0 {
 			status = 500
 		}
-		at.Outcome, at.StatusCode, at.Error = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, status, fmt.Sprintf("HTTP %d", status)
+		if errText == "" {
+			errText = fmt.Sprintf("HTTP %d", status)
+		}
+		at.Outcome, at.StatusCode, at.Error = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_HTTP_ERROR, status, errText
 		return at, retryAfter
 	}
 	return at, ""
@@ -239,11 +243,18 @@ func settled(t testing.TB, k *testenv.Kafka) {
 // start runs a dispatcher until the test ends (or stop is called).
 func start(t testing.TB, k *testenv.Kafka, opts dispatch.Options, eps dispatch.Endpoints, a dispatch.Attempter) (*dispatch.Dispatcher, func()) {
 	t.Helper()
+	return startWith(t, k, opts, eps, a)
+}
+
+// startWith is start with options for the dispatcher's producer.
+func startWith(t testing.TB, k *testenv.Kafka, opts dispatch.Options, eps dispatch.Endpoints, a dispatch.Attempter,
+	producerOpts ...kgo.Opt) (*dispatch.Dispatcher, func()) {
+	t.Helper()
 	opts.Kafka, opts.Names = k.Config, k.Names
 	if opts.Group == "" {
 		opts.Group = k.Prefix + "sender"
 	}
-	producer, err := kafkax.NewProducer(k.Config)
+	producer, err := kafkax.NewProducer(k.Config, producerOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/eventfilter"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/ids"
@@ -40,6 +41,9 @@ const persistFailingAfter = time.Hour
 func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.Attempt, retryAfter string) {
 	now := d.clock.Now()
 	dl := j.d
+	// Bounded before it reaches the attempt record, the history and any
+	// dead letter's reason, whatever the Attempter returned.
+	a.Error = errtext.Truncate(a.Error, maxTextBytes)
 	a.SchemaVersion = sluicev1.SchemaVersion
 	a.DeliveryId, a.TenantId, a.EndpointId, a.EventId, a.EventType = dl.DeliveryId, dl.TenantId, dl.EndpointId, dl.EventId, dl.EventType
 	a.AttemptNumber, a.Origin = dl.AttemptsMade+1, dl.Origin
@@ -245,10 +249,15 @@ func (d *Dispatcher) opEvent(tenant, eventType string, data map[string]any) *kgo
 }
 
 // produceLoose produces a record no delivery waits for, retrying until the
-// work context ends.
+// work context ends; one Kafka refuses for good is dropped with an error in
+// the log.
 func (d *Dispatcher) produceLoose(rec *kgo.Record) {
 	d.producer.Produce(d.work, rec, func(_ *kgo.Record, err error) {
-		if err != nil && d.work.Err() == nil {
+		switch {
+		case err == nil || d.work.Err() != nil:
+		case refused(err):
+			d.log.Error("dropping a record Kafka refuses", "err", err, "topic", rec.Topic)
+		default:
 			d.log.Warn("producing; retrying in 1s", "topic", rec.Topic, "err", err)
 			d.clock.AfterFunc(time.Second, func() { d.produceLoose(rec) })
 		}

@@ -13,6 +13,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/topics"
 )
 
@@ -41,6 +42,8 @@ type job struct {
 type outgoing struct {
 	j   *job
 	rec *kgo.Record
+	// step is how far down refused.go's ladder rec is: 0 as made.
+	step int
 }
 
 // deferJob hands j to the first retry tier: it cannot start soon, and
@@ -71,7 +74,7 @@ func (d *Dispatcher) park(j *job, reason string) {
 
 func (d *Dispatcher) deadRecord(j *job, reason string) *kgo.Record {
 	c := proto.CloneOf(j.d)
-	c.DeadReason = reason
+	c.DeadReason = errtext.Truncate(reason, maxTextBytes)
 	c.NotBeforeMs = 0
 	return &kgo.Record{Topic: d.opts.Names.Dead, Key: []byte(c.EndpointId), Value: mustMarshal(c)}
 }
@@ -83,7 +86,8 @@ const DeadReasonHeader = "sluice-dead-reason"
 // parkRaw moves an undecodable record to the dead-letter topic as it was.
 func (d *Dispatcher) parkRaw(j *job, reason string) {
 	r := j.raw
-	headers := append(append([]kgo.RecordHeader(nil), r.Headers...), kgo.RecordHeader{Key: DeadReasonHeader, Value: []byte(reason)})
+	headers := append(append([]kgo.RecordHeader(nil), r.Headers...),
+		kgo.RecordHeader{Key: DeadReasonHeader, Value: []byte(errtext.Truncate(reason, maxTextBytes))})
 	d.stats.Parked++
 	d.m.parked.Add(d.work, 1)
 	d.settle(j, &kgo.Record{Topic: d.opts.Names.Dead, Key: r.Key, Value: r.Value, Headers: headers})
@@ -96,7 +100,7 @@ func (d *Dispatcher) send(j *job, rec *kgo.Record) {
 		return
 	}
 	j.acks.Add(1)
-	d.outbox = append(d.outbox, outgoing{j, rec})
+	d.outbox = append(d.outbox, outgoing{j: j, rec: rec})
 }
 
 // settle decides j's fate: recs are the last records produced for it, and
@@ -120,13 +124,17 @@ func mustMarshal(m proto.Message) []byte {
 }
 
 // produce sends o.rec; when the last record of its job is acknowledged the
-// job is finished. A failed produce is retried until the work context ends:
-// the job then stays unfinished and the next owner of its partition
-// delivers it again.
+// job is finished. A record Kafka refuses for good (too large, invalid) goes
+// down refused.go's ladder; any other failure is retried every second
+// until the work context ends: the job then stays unfinished and the next
+// owner of its partition delivers it again.
 func (d *Dispatcher) produce(o outgoing) {
 	d.producer.Produce(d.work, o.rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			if d.work.Err() != nil || errors.Is(err, kgo.ErrClientClosed) {
+				return
+			}
+			if refused(err) && d.refused(o, err) {
 				return
 			}
 			d.log.Warn("producing; retrying in 1s", "topic", o.rec.Topic, "err", err)
@@ -135,10 +143,15 @@ func (d *Dispatcher) produce(o outgoing) {
 			d.clock.AfterFunc(time.Second, func() { d.produce(o) })
 			return
 		}
-		if o.j.acks.Add(-1) == 0 {
-			d.locked(func() { d.finish(o.j) })
-		}
+		d.acked(o)
 	})
+}
+
+// acked counts o's record as acknowledged (or given up on).
+func (d *Dispatcher) acked(o outgoing) {
+	if o.j.acks.Add(-1) == 0 {
+		d.locked(func() { d.finish(o.j) })
+	}
 }
 
 // finish marks j done and moves its partition's commit mark.
