@@ -152,7 +152,7 @@ func (d *Dispatcher) take(p *partition, r *kgo.Record) {
 // was, with the reason).
 func (d *Dispatcher) newJob(p *partition, r *kgo.Record) *job {
 	p.wm.take(r.Offset)
-	j := &job{p: p, offset: r.Offset, size: int64(len(r.Value)) + jobOverhead}
+	j := &job{p: p, offset: r.Offset, size: int64(len(r.Value)) + jobOverhead, read: d.clock.Now()}
 	j.acks.Store(1)
 	d.hold(j)
 	d.stats.Taken++
@@ -201,8 +201,11 @@ func (d *Dispatcher) unhold(j *job) {
 
 // holdOrAdmit admits j if it is due, else holds it (and everything after
 // it on its partition) and pauses the partition until it is. A tier record
-// due much later than its tier's delay is appended to the tier again
-// instead (retry.Hop), so it never holds the records behind it for long.
+// due much later than its tier's delay (retry.Hop) is held at most one
+// tier delay from when it was read, then appended to the tier that best
+// fits the wait left: so it hops at most about wait/delay times, a quiet
+// partition never spins re-reading it, and a record behind it is at most
+// one tier delay late.
 func (d *Dispatcher) holdOrAdmit(j *job) {
 	now := d.clock.Now()
 	due := time.UnixMilli(j.d.NotBeforeMs)
@@ -215,15 +218,20 @@ func (d *Dispatcher) holdOrAdmit(j *job) {
 		d.admit(j)
 		return
 	}
-	if p.tier >= 0 && retry.Hop(p.tier, due.Sub(now)) {
-		d.stats.Hops++
-		d.settle(j, &kgo.Record{Topic: p.topic, Key: []byte(j.d.EndpointId), Value: mustMarshal(j.d)})
-		return
+	until := due
+	if wait := due.Sub(now); p.tier >= 0 && retry.Hop(p.tier, wait) {
+		hopAt := j.read.Add(topics.RetryTiers[p.tier])
+		if best := retry.Tier(wait); best != p.tier || !now.Before(hopAt) {
+			d.stats.Hops++
+			d.settle(j, &kgo.Record{Topic: d.opts.Names.Retry[best], Key: []byte(j.d.EndpointId), Value: mustMarshal(j.d)})
+			return
+		}
+		until = hopAt
 	}
 	p.held = append(p.held, j)
 	if len(p.held) == 1 {
 		d.consumer.PauseFetchPartitions(map[string][]int32{p.topic: {p.partition}})
-		p.heldTimer = d.clock.AfterFunc(due.Sub(now), func() { d.locked(func() { d.release(p) }) })
+		p.heldTimer = d.clock.AfterFunc(until.Sub(now), func() { d.locked(func() { d.release(p) }) })
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/sender/dispatch"
 	"github.com/sluicehq/sluice/services/sender/retry"
 )
@@ -332,10 +333,11 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	}
 }
 
-// TestHopKeepsALongWaitFromHoldingATier: a record due in a minute in the
-// 5 s tier is appended to the tier again rather than held, so a record
-// behind it that is due goes at once.
-func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
+// TestALongWaitHoldsItsTierOneDelayThenHops: a record due in a minute in
+// the 5 s tier holds the partition for one tier delay, then is appended to
+// the tier again; a record behind it that is due goes then, 5 s late at
+// most.
+func TestALongWaitHoldsItsTierOneDelayThenHops(t *testing.T) {
 	k := onePartition(t)
 	clock := newFakeClock()
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_a"}, &sluicev1.Endpoint{Id: "ep_b"})
@@ -345,12 +347,69 @@ func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
 	now.NotBeforeMs = epoch.UnixMilli()
 	produce(t, k, k.Names.Retry[0], later, now)
 	d, _ := start(t, k, defaults(clock), eps, a)
-	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
-	if a.doneCount("ep_a") != 0 {
-		t.Fatal("the record due in a minute was attempted")
+	waitFor(t, "both records taken", func() bool { return d.Stats().Taken == 2 })
+	if s := d.Stats(); s.Hops != 0 || a.doneCount("ep_b") != 0 {
+		t.Fatalf("stats %+v, %d attempts behind: want the head held, nothing hopped yet", s, a.doneCount("ep_b"))
 	}
-	if d.Stats().Hops == 0 {
-		t.Fatal("the long wait was not hopped")
+	clock.Advance(topics.RetryTiers[0])
+	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
+	if at := a.callTimes(now.DeliveryId)[0]; !at.Equal(epoch.Add(topics.RetryTiers[0])) {
+		t.Errorf("the due record went %v after the start, want one tier delay (5s)", at.Sub(epoch))
+	}
+	if s := d.Stats(); s.Hops != 1 || a.doneCount("ep_a") != 0 {
+		t.Fatalf("stats %+v, the later record attempted %d times: want one hop and no attempt", s, a.doneCount("ep_a"))
+	}
+}
+
+// TestAFarDueTimeHopsOncePerTierDelay (review H6): a record in the 5 s
+// tier due in 30 s, alone on its partition, is held a tier delay at a time
+// between hops, so it hops at most 30/5 times and goes exactly when due.
+// Before, it was appended again as soon as it was read: on a quiet
+// partition a loop of writes as fast as the broker answered, which never
+// let the (fake) clock reach its due time.
+func TestAFarDueTimeHopsOncePerTierDelay(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_far"})
+	a := newAttempter(clock)
+	far := delivery("ep_far")
+	due := epoch.Add(30 * time.Second)
+	far.NotBeforeMs = due.UnixMilli()
+	produce(t, k, k.Names.Retry[0], far)
+	d, _ := start(t, k, defaults(clock), eps, a)
+	waitFor(t, "the far record", func() bool { return a.doneCount("ep_far") == 1 })
+	if at := a.callTimes(far.DeliveryId)[0]; !at.Equal(due) {
+		t.Errorf("attempted %v after the start, want when due (30s)", at.Sub(epoch))
+	}
+	if hops := d.Stats().Hops; hops < 1 || hops > 6 {
+		t.Errorf("%d hops over a 30 s wait in the 5 s tier, want 1 to 6", hops)
+	}
+}
+
+// TestALongRetryAfterHopsInSingleDigits (review H6): a receiver answers 429
+// with Retry-After: 600 twice. Clamped to twice the step, the waits are
+// 10 s (in the 5 s tier) and 10 min (in the 5 min tier): each is held a tier
+// delay, hops, and goes exactly when due.
+func TestALongRetryAfterHopsInSingleDigits(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_busy"})
+	a := newAttempter(clock)
+	a.failFirst["ep_busy"], a.status["ep_busy"], a.retryAfter["ep_busy"] = 2, 429, "600"
+	dl := delivery("ep_busy")
+	produce(t, k, k.Names.Deliveries, dl)
+	opts := defaults(clock)
+	opts.Rand = steady
+	d, _ := start(t, k, opts, eps, a)
+	waitFor(t, "the delivery", func() bool { return a.doneCount("ep_busy") == 1 })
+	c := a.callTimes(dl.DeliveryId)
+	if len(c) != 3 || c[1].Sub(c[0]) != 10*time.Second || c[2].Sub(c[1]) != 10*time.Minute {
+		t.Errorf("attempts at %v, want 10 s then 10 min apart", c)
+	}
+	if hops := d.Stats().Hops; hops > 9 {
+		t.Errorf("%d hops, want single digits", hops)
 	}
 }
 

@@ -24,7 +24,9 @@ type job struct {
 	size   int64
 	d      *sluicev1.Delivery
 	raw    *kgo.Record // set only when the record could not be decoded
-	queued time.Time
+	// read is when the record was taken, queued when it joined its
+	// endpoint's queue.
+	read, queued time.Time
 	// acks counts what keeps the job unfinished: one for the job itself
 	// until its fate is settled, plus one per record produced for it not
 	// yet acknowledged. It is finished when acks reaches zero.
