@@ -28,12 +28,14 @@ type Size struct {
 	P4Events    int // each to 100 endpoints
 	P6Backlog   int // the 1× backlog
 	Concurrency int // HTTP callers
+	P7Rate      int // events/s to the tenant measured in P7
+	P7Slow      int // events to the slow tenant in P7
 }
 
 // Full is make bench; Quick is make bench-quick.
 var (
-	Full  = Size{RawPosts: 60000, P1Events: 40000, P1sEvents: 15000, P2Seconds: 15, P4Events: 300, P6Backlog: 2000, Concurrency: 64}
-	Quick = Size{RawPosts: 15000, P1Events: 8000, P1sEvents: 4000, P2Seconds: 5, P4Events: 60, P6Backlog: 500, Concurrency: 64}
+	Full  = Size{RawPosts: 60000, P1Events: 40000, P1sEvents: 15000, P2Seconds: 15, P4Events: 300, P6Backlog: 2000, Concurrency: 64, P7Rate: 400, P7Slow: 3000}
+	Quick = Size{RawPosts: 15000, P1Events: 8000, P1sEvents: 4000, P2Seconds: 5, P4Events: 60, P6Backlog: 500, Concurrency: 64, P7Rate: 200, P7Slow: 2000}
 )
 
 // Runner holds what the scenarios share.
@@ -101,9 +103,14 @@ func (r *Runner) tenant(ctx context.Context, name string) (string, string, error
 }
 
 // endpoints makes n endpoints through the API, receiver endpoint names
-// prefix+i, subscribed as filter(i) says; the receiver verifies each one's
-// signatures.
+// prefix+i, subscribed as filter(i) says, 20 requests at once each; the
+// receiver verifies each one's signatures.
 func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filter func(i int) string) ([]endpoint, error) {
+	return r.endpointsAt(ctx, key, prefix, n, filter, 20)
+}
+
+// endpointsAt is endpoints with maxInFlight requests at once each.
+func (r *Runner) endpointsAt(ctx context.Context, key, prefix string, n int, filter func(i int) string, maxInFlight int) ([]endpoint, error) {
 	out := make([]endpoint, n)
 	errs := make([]error, n)
 	sem := make(chan struct{}, 8)
@@ -115,7 +122,7 @@ func (r *Runner) endpoints(ctx context.Context, key, prefix string, n int, filte
 			name := prefix + strconv.Itoa(i)
 			var ep struct{ ID, Secret string }
 			errs[i] = r.S.API(ctx, "POST", "/v1/endpoints", key, map[string]any{
-				"url": r.Recv.URL(name), "events": []string{filter(i)}, "max_in_flight": 20}, &ep)
+				"url": r.Recv.URL(name), "events": []string{filter(i)}, "max_in_flight": maxInFlight}, &ep)
 			if errs[i] == nil {
 				errs[i] = r.Recv.SetSecret(name, ep.Secret)
 			}

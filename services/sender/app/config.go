@@ -32,6 +32,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxInFlight bounds concurrent HTTP requests of the whole process.
 	MaxInFlight int
+	// TenantMaxInFlight bounds one tenant's share of them; 0 is a quarter.
+	TenantMaxInFlight int
 	// EndpointMaxInFlight is the concurrency of an endpoint that sets none.
 	EndpointMaxInFlight int
 	// EndpointQueue bounds the deliveries waiting for one endpoint.
@@ -80,6 +82,11 @@ func register(c *Config, l *config.Loader) {
 	l.Duration(&c.RequestTimeout, "request-timeout", 15*time.Second,
 		"timeout of one webhook request for endpoints without their own")
 	l.Int(&c.MaxInFlight, "max-in-flight", 1024, "concurrent webhook requests of this process at most")
+	// A quarter: a tenant whose receivers answer slowly (up to 60 s at
+	// max_in_flight 1000) holds at most 256 of the default 1024 slots, and
+	// three quarters stay for the others however many endpoints it has.
+	l.Int(&c.TenantMaxInFlight, "tenant-max-in-flight", 0,
+		"concurrent webhook requests of one tenant's endpoints in this process at most; 0 is a quarter of max-in-flight")
 	l.Int(&c.EndpointMaxInFlight, "endpoint-max-in-flight", 10,
 		"concurrent requests to one endpoint that sets no max_in_flight")
 	l.Int(&c.EndpointQueue, "endpoint-queue", 1000,
@@ -126,6 +133,10 @@ func (c Config) Validate() error {
 	// what one process on a few cores can drive.
 	if c.MaxInFlight < 1 || c.MaxInFlight > 10000 {
 		errs = append(errs, fmt.Errorf("max-in-flight must be between 1 and 10000, got %d", c.MaxInFlight))
+	}
+	if c.TenantMaxInFlight < 0 || c.TenantMaxInFlight > c.MaxInFlight {
+		errs = append(errs, fmt.Errorf("tenant-max-in-flight must be between 0 (a quarter of max-in-flight) and max-in-flight (%d), got %d",
+			c.MaxInFlight, c.TenantMaxInFlight))
 	}
 	// The API accepts max_in_flight up to 1000 per endpoint.
 	if c.EndpointMaxInFlight < 1 || c.EndpointMaxInFlight > 1000 {

@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancelWork()
 	d, err := dispatch.New(work, dispatch.Options{
 		Kafka: cfg.Kafka, Names: names, Group: cfg.Group,
-		MaxInFlight: cfg.MaxInFlight, EndpointInFlight: cfg.EndpointMaxInFlight,
+		MaxInFlight: cfg.MaxInFlight, TenantInFlight: cfg.TenantMaxInFlight, EndpointInFlight: cfg.EndpointMaxInFlight,
 		QueueCap: cfg.EndpointQueue, MaxQueueWait: cfg.MaxQueueWait,
 		MemoryBudget: int64(cfg.MemoryBudget), OrderedBudget: int64(cfg.OrderedMemoryBudget),
 		RevokeGrace: cfg.RevokeGrace,

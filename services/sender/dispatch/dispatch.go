@@ -65,6 +65,9 @@ type Options struct {
 	Group string
 	// MaxInFlight bounds the HTTP requests of the whole process.
 	MaxInFlight int
+	// TenantInFlight bounds the requests of one tenant's endpoints in the
+	// process; 0 means a quarter of MaxInFlight (at least one).
+	TenantInFlight int
 	// EndpointInFlight is the concurrency of an endpoint that sets none.
 	EndpointInFlight int
 	// QueueCap bounds the deliveries waiting in one endpoint's queue.
@@ -129,12 +132,18 @@ type Dispatcher struct {
 	bg sync.WaitGroup
 	m  instruments
 
-	mu       sync.Mutex
-	parts    map[topicPartition]*partition
-	queues   map[string]*queue
-	ready    []*queue // queues waiting for a process-wide request slot
-	running  int      // requests in flight, process-wide
-	buffered int64    // bytes of jobs taken and not finished or dropped
+	mu     sync.Mutex
+	parts  map[topicPartition]*partition
+	queues map[string]*queue
+	// ready are the queues waiting for a request slot, by tenant, in the
+	// order they began waiting; turns are the tenants with waiting queues,
+	// the next to be served first (fairness.go).
+	ready map[string][]*queue
+	turns []string
+	// tenantRunning counts each tenant's requests in flight.
+	tenantRunning map[string]int
+	running       int   // requests in flight, process-wide
+	buffered      int64 // bytes of jobs taken and not finished or dropped
 	// orderedBuffered is buffered for the jobs of the ordered topic.
 	orderedBuffered int64
 	jobs            int    // jobs taken and not finished or dropped (health)
@@ -185,9 +194,13 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 		clock: opts.Clock, work: work,
 		parts: map[topicPartition]*partition{}, queues: map[string]*queue{},
 		writing: map[string]bool{}, wake: make(chan struct{}, 1), unknownLanes: map[*lane]struct{}{},
+		ready: map[string][]*queue{}, tenantRunning: map[string]int{},
 	}
 	if d.clock == nil {
 		d.clock = realClock{}
+	}
+	if d.opts.TenantInFlight <= 0 {
+		d.opts.TenantInFlight = max(1, d.opts.MaxInFlight/4)
 	}
 	if d.opts.Rand == nil {
 		d.opts.Rand = rand.Float64

@@ -106,6 +106,7 @@ type attempter struct {
 	maxIn    map[string]int
 	started  map[string][]time.Time
 	done     map[string][]string // delivery ids in completion order
+	starts   []string            // endpoint ids in the order of their calls
 	count    map[string]int      // by delivery id
 	changed  chan struct{}
 }
@@ -127,6 +128,7 @@ func (a *attempter) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluic
 	a.started[ep.Id] = append(a.started[ep.Id], now)
 	a.calls[d.DeliveryId] = append(a.calls[d.DeliveryId], now)
 	a.order[ep.Id] = append(a.order[ep.Id], d.DeliveryId)
+	a.starts = append(a.starts, ep.Id)
 	n := len(a.calls[d.DeliveryId])
 	fail := a.down[ep.Id] || a.failFirst[ep.Id] < 0 || n <= a.failFirst[ep.Id] || len(a.started[ep.Id]) <= a.failCalls[ep.Id]
 	status, retryAfter, errText := a.status[ep.Id], a.retryAfter[ep.Id], a.errText[ep.Id]

@@ -193,8 +193,7 @@ pump:
 			break
 		}
 		l.running = true
-		q.running++
-		d.running++
+		d.startRequest(q)
 		d.activate(j)
 		go d.attempt(j, q, ep)
 	}

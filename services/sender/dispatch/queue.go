@@ -12,11 +12,12 @@ import (
 // queue is one endpoint's waiting deliveries, its limits and its health.
 type queue struct {
 	id      string
+	tenant  string
 	jobs    []*job
 	running int
 	bucket  bucket
 	timer   Timer // set while waiting for a rate-limit token
-	waiting bool  // in Dispatcher.ready
+	waiting bool  // in Dispatcher.ready (fairness.go)
 	// lanes are the ordered lanes holding work for this endpoint (ordered
 	// endpoints' deliveries wait there, not in jobs): they share its rate
 	// limit and health, and are pumped with it.
@@ -55,7 +56,7 @@ func (d *Dispatcher) enqueue(j *job, ep *sluicev1.Endpoint) {
 func (d *Dispatcher) queue(ep *sluicev1.Endpoint) *queue {
 	q := d.queues[ep.Id]
 	if q == nil {
-		q = &queue{id: ep.Id, breaker: retry.NewBreaker(d.opts.Breaker), lanes: map[*lane]struct{}{}}
+		q = &queue{id: ep.Id, tenant: ep.TenantId, breaker: retry.NewBreaker(d.opts.Breaker), lanes: map[*lane]struct{}{}}
 		if ep.FailingSinceMs != 0 {
 			q.failingSince = time.UnixMilli(ep.FailingSinceMs)
 		}
@@ -130,24 +131,10 @@ func (d *Dispatcher) pump(q *queue) {
 			return
 		}
 		j := q.pop()
-		q.running++
-		d.running++
+		d.startRequest(q)
 		d.activate(j)
 		go d.attempt(j, q, ep)
 	}
-}
-
-// slotFree reports whether the process may start another request; if not,
-// q waits for one in Dispatcher.ready.
-func (d *Dispatcher) slotFree(q *queue) bool {
-	if d.running < d.opts.MaxInFlight {
-		return true
-	}
-	if !q.waiting {
-		q.waiting = true
-		d.ready = append(d.ready, q)
-	}
-	return false
 }
 
 // waitToken serves q again once its rate limit allows another request.
@@ -199,14 +186,8 @@ func (d *Dispatcher) attempt(j *job, q *queue, ep *sluicev1.Endpoint) {
 		d.serve(q)
 	})
 	d.locked(func() {
-		d.running--
-		for len(d.ready) > 0 && d.running < d.opts.MaxInFlight {
-			next := d.ready[0]
-			d.ready[0] = nil
-			d.ready = d.ready[1:]
-			next.waiting = false
-			d.serve(next)
-		}
+		d.freeSlot(q)
+		d.serveWaiting()
 	})
 }
 
