@@ -174,8 +174,9 @@ type Stats struct {
 	// times the memory budget paused fetching.
 	Moved, LaneCloses, Rewinds, MemoryPauses int64
 	// Shrunk counts records Kafka refused for good and made again smaller
-	// (refused.go).
-	Shrunk int64
+	// (refused.go), Disabled the endpoints this sender set out to disable
+	// (410, or failing for DisableAfter).
+	Shrunk, Disabled int64
 	// Buffered and OrderedBuffered are the bytes held now, against the
 	// memory budget and the ordered budget.
 	Buffered, OrderedBuffered int64

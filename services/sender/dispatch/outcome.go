@@ -83,7 +83,7 @@ func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 		d.settle(j, append(recs, d.attemptRecord(a))...)
 	case retry.Disable:
 		reason := "the endpoint answered 410 Gone"
-		d.disable(ep, reason)
+		d.disable(q, ep, reason)
 		d.stats.Parked++
 		d.settle(j, append(recs, d.attemptRecord(a), d.deadRecord(j, "endpoint disabled: "+reason))...)
 	default:
@@ -147,10 +147,15 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 
 // health follows ep's run of failures: recorded on the endpoint once it has
 // lasted persistFailingAfter, cleared by a success, and disabling the
-// endpoint once it has lasted DisableAfter.
+// endpoint once it has lasted DisableAfter. The run is the sender's memory
+// and the endpoint's failing_since together: once this sender has seen the
+// latter set, the latter being cleared (an enable, or a success on another
+// sender) ends the run here too, and a disable always ends it (review B1:
+// the first failure after an enable must not disable the endpoint again
+// for the run before it).
 func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.Time) {
 	if ok {
-		q.failingSince = time.Time{}
+		forgetRun(q)
 		if ep.FailingSinceMs != 0 {
 			d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
 				changed := e.FailingSinceMs != 0
@@ -159,6 +164,12 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 			}, nil)
 		}
 		return
+	}
+	switch {
+	case ep.FailingSinceMs != 0:
+		q.persisted = true
+	case q.persisted:
+		forgetRun(q) // cleared since this sender saw it set
 	}
 	if q.failingSince.IsZero() {
 		q.failingSince = now
@@ -169,7 +180,7 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 	since := q.failingSince
 	switch age := now.Sub(since); {
 	case age >= d.opts.DisableAfter:
-		d.disable(ep, fmt.Sprintf("no successful delivery since %s (%s of failures)",
+		d.disable(q, ep, fmt.Sprintf("no successful delivery since %s (%s of failures)",
 			since.UTC().Format(time.RFC3339), age.Round(time.Second)))
 	case age >= persistFailingAfter && ep.FailingSinceMs == 0:
 		d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
@@ -182,11 +193,19 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 	}
 }
 
-// disable disables ep with reason and then tells its tenant.
-func (d *Dispatcher) disable(ep *sluicev1.Endpoint, reason string) {
+// forgetRun ends q's run of failures: the next failure starts a new one.
+func forgetRun(q *queue) {
+	q.failingSince, q.persisted = time.Time{}, false
+}
+
+// disable disables ep with reason and then tells its tenant. The endpoint's
+// run of failures ends with it: the disable clears failing_since.
+func (d *Dispatcher) disable(q *queue, ep *sluicev1.Endpoint, reason string) {
+	forgetRun(q)
 	if ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
 		return
 	}
+	d.stats.Disabled++
 	d.log.Warn("disabling endpoint", "endpoint_id", ep.Id, "reason", reason)
 	d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
 		if e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {

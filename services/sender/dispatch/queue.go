@@ -25,8 +25,10 @@ type queue struct {
 	breaker *retry.Breaker
 	conc    retry.Concurrency
 	// failingSince is when the current run of failures began (zero while
-	// the last attempt succeeded).
+	// the last attempt succeeded); persisted, that this sender has seen the
+	// run on the endpoint (failing_since), see health.
 	failingSince time.Time
+	persisted    bool
 }
 
 // enqueue puts j on ep's queue. A delivery of an ordered endpoint moves to
@@ -36,6 +38,9 @@ type queue struct {
 func (d *Dispatcher) enqueue(j *job, ep *sluicev1.Endpoint) {
 	switch {
 	case ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED:
+		if q := d.queues[ep.Id]; q != nil {
+			forgetRun(q) // whoever disabled it, its run of failures is over
+		}
 		d.park(j, "endpoint disabled: "+ep.DisabledReason)
 		return
 	case ep.Ordered:
@@ -58,7 +63,7 @@ func (d *Dispatcher) queue(ep *sluicev1.Endpoint) *queue {
 	if q == nil {
 		q = &queue{id: ep.Id, tenant: ep.TenantId, breaker: retry.NewBreaker(d.opts.Breaker), lanes: map[*lane]struct{}{}}
 		if ep.FailingSinceMs != 0 {
-			q.failingSince = time.UnixMilli(ep.FailingSinceMs)
+			q.failingSince, q.persisted = time.UnixMilli(ep.FailingSinceMs), true
 		}
 		d.queues[ep.Id] = q
 	}

@@ -333,6 +333,53 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	}
 }
 
+// TestReenablingStartsTheFailureClockAfresh (review B1): an endpoint that
+// only failed for DisableAfter is disabled; enabled again (the API clears
+// its failing_since), it fails once and is not disabled again for the old
+// run of failures, and its delivery arrives at the retry. Before, the
+// sender's own memory of the run survived the enable, and the first
+// failure disabled the endpoint again, dated days back.
+func TestReenablingStartsTheFailureClockAfresh(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	enabled := &sluicev1.Endpoint{Id: "ep_back", TenantId: "ten_test",
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{2 * time.Hour}, 9)...)}
+	eps := newEndpoints(proto.CloneOf(enabled))
+	a := newAttempter(clock)
+	a.failFirst["ep_back"] = -1
+	produce(t, k, k.Names.Deliveries, delivery("ep_back"))
+	opts := defaults(clock)
+	opts.Rand = steady
+	opts.DisableAfter = 6 * time.Hour
+	opts.Breaker.MinAttempts = 1000
+	d, _ := start(t, k, opts, eps, a)
+	waitFor(t, "the endpoint to be disabled", func() bool {
+		ep, _ := eps.Endpoint("ep_back")
+		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+	})
+	k.Read(t, k.Names.Dead, 1) // its delivery, parked
+	before := d.Stats()
+
+	// Enabled again, as the API does it; the next delivery fails once.
+	eps.mu.Lock()
+	eps.m["ep_back"] = proto.CloneOf(enabled)
+	eps.mu.Unlock()
+	a.mu.Lock()
+	a.failFirst["ep_back"] = 1
+	a.mu.Unlock()
+	again := delivery("ep_back")
+	produce(t, k, k.Names.Deliveries, again)
+	waitFor(t, "its first attempt", func() bool { return d.Stats().Attempts > before.Attempts })
+	if s := d.Stats(); s.Disabled != before.Disabled {
+		t.Fatalf("disabled %d times after the enable and one failure, want none", s.Disabled-before.Disabled)
+	}
+	waitFor(t, "the delivery at its retry", func() bool { return a.doneCount("ep_back") == 1 })
+	if ep, _ := eps.Endpoint("ep_back"); ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
+		t.Fatalf("endpoint disabled again: %s", ep.DisabledReason)
+	}
+}
+
 // TestALongWaitHoldsItsTierOneDelayThenHops: a record due in a minute in
 // the 5 s tier holds the partition for one tier delay, then is appended to
 // the tier again; a record behind it that is due goes then, 5 s late at
