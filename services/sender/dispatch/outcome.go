@@ -64,7 +64,7 @@ func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 	}
 	var recs []*kgo.Record
 	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_CIRCUIT_OPEN {
-		if q.breaker.Record(now, ok) == retry.Closed {
+		if q.breaker.Record(now, j.pass, ok) == retry.Closed {
 			d.log.Info("endpoint recovered: circuit closed", "endpoint_id", ep.Id)
 			recs = append(recs, d.opEvent(ep.TenantId, EventEndpointRecovered, map[string]any{
 				"endpoint_id": ep.Id, "recovered_at": now.UTC().Format(time.RFC3339Nano)}))

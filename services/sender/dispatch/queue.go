@@ -121,7 +121,8 @@ func (d *Dispatcher) pump(q *queue) {
 			return
 		}
 		now := d.clock.Now()
-		if !q.breaker.Allow(now) {
+		pass := q.breaker.Allow(now)
+		if pass == retry.Refused {
 			// Circuit open: no request; the delivery moves on to its
 			// next attempt's tier and the log says why.
 			j := q.pop()
@@ -132,10 +133,14 @@ func (d *Dispatcher) pump(q *queue) {
 			continue
 		}
 		if !q.bucket.take(now) {
+			if pass == retry.Probe {
+				q.breaker.Release() // the probe goes with the next token
+			}
 			d.waitToken(q, now)
 			return
 		}
 		j := q.pop()
+		j.pass = pass
 		d.startRequest(q)
 		d.activate(j)
 		go d.attempt(j, q, ep)

@@ -333,6 +333,45 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	}
 }
 
+// TestARateLimitedProbeStillGoes (review M2): an endpoint limited to one
+// request per 100 s opens its circuit after two failures; when the circuit
+// lets a probe through, no token is there for it. The probe waits for the
+// next token instead of leaving the circuit half-open for good: it reaches
+// the receiver within a token's wait and OpenFor of the circuit opening,
+// succeeds and closes the circuit, and both deliveries arrive. Before, the
+// circuit stayed half-open, every delivery was failed as circuit_open
+// until its attempts ran out, and no probe was ever sent.
+func TestARateLimitedProbeStillGoes(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_slow_rate", TenantId: "ten_test", RateLimit: 0.01,
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{time.Second}, 20)...)})
+	a := newAttempter(clock)
+	a.failCalls["ep_slow_rate"] = 2
+	produce(t, k, k.Names.Deliveries, delivery("ep_slow_rate"), delivery("ep_slow_rate"))
+	opts := defaults(clock)
+	opts.Rand = steady
+	openFor := time.Second
+	opts.Breaker = retry.BreakerConfig{Window: time.Hour, MinAttempts: 2, FailureRatio: 0.5, OpenFor: openFor}
+	start(t, k, opts, eps, a)
+	waitFor(t, "a probe after the circuit opened", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.started["ep_slow_rate"]) >= 3
+	})
+	a.mu.Lock()
+	c := slices.Clone(a.started["ep_slow_rate"])
+	a.mu.Unlock()
+	if gap, most := c[2].Sub(c[1]), 100*time.Second+openFor; gap > most {
+		t.Errorf("the probe went %v after the circuit opened, want at most a token's wait and OpenFor (%v)", gap, most)
+	}
+	waitFor(t, "both deliveries", func() bool { return a.doneCount("ep_slow_rate") == 2 })
+	if ev := opEvents(t, k, dispatch.EventEndpointRecovered, 1); len(ev) != 1 {
+		t.Fatalf("recovered events %v", ev)
+	}
+}
+
 // TestReenablingStartsTheFailureClockAfresh (review B1): an endpoint that
 // only failed for DisableAfter is disabled; enabled again (the API clears
 // its failing_since), it fails once and is not disabled again for the old

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/topics"
+	"github.com/sluicehq/sluice/services/sender/retry"
 )
 
 // job is one record taken from a partition.
@@ -37,6 +38,9 @@ type job struct {
 	// lane is the ordered lane j waits in (lane.go), nil once it left it
 	// or for a delivery not read from the ordered topic.
 	lane *lane
+	// pass is what the endpoint's circuit breaker let j's request through
+	// as: only a probe's answer decides a half-open circuit.
+	pass retry.Pass
 }
 
 // outgoing is a record produced on behalf of a job: the job is finished
