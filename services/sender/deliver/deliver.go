@@ -194,6 +194,15 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 	return a, retryAfter
 }
 
+// Forget drops what the deliverer keeps for endpoint id, its signers: the
+// dispatcher calls it when it forgets an idle endpoint, so the cache keeps
+// no deleted endpoint (review L8). A next attempt opens the secrets again.
+func (dv *Deliverer) Forget(id string) {
+	dv.mu.Lock()
+	delete(dv.signers, id)
+	dv.mu.Unlock()
+}
+
 // signersOf returns the signers of ep's current secrets, opening them only
 // when the endpoint changed (a new etag) or its previous secret expired.
 func (dv *Deliverer) signersOf(ep *sluicev1.Endpoint, now time.Time) (*signers, error) {

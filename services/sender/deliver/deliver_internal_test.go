@@ -746,6 +746,23 @@ func TestAttemptErrorIsBounded(t *testing.T) {
 	}
 }
 
+// TestForgetDropsTheSigners (review L8): the signers of an endpoint the
+// dispatcher forgot are not kept.
+func TestForgetDropsTheSigners(t *testing.T) {
+	recv := newReceiver(t, map[string]http.HandlerFunc{"/ok": func(http.ResponseWriter, *http.Request) {}})
+	d := newTestDeliverer(t, time.Second, 0)
+	ep := endpoint("ep_forgotten", recv.url("/ok"))
+	if a, _ := d.Attempt(delivery(ep.Id), ep); a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS {
+		t.Fatalf("outcome %v error %q", a.Outcome, a.Error)
+	}
+	d.Forget(ep.Id)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if _, ok := d.signers[ep.Id]; ok || len(d.signers) != 0 {
+		t.Fatalf("%d signers kept after Forget", len(d.signers))
+	}
+}
+
 // BenchmarkAttempt is the hot path of a delivery: body, signature, headers,
 // one keep-alive POST to a local receiver and the attempt record.
 func BenchmarkAttempt(b *testing.B) {

@@ -46,6 +46,13 @@ type Attempter interface {
 	Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*sluicev1.Attempt, string)
 }
 
+// Forgetter is an Attempter that keeps something per endpoint (the
+// deliverer's signers): the dispatcher tells it when it forgets an idle
+// endpoint, and so it forgets deleted ones too.
+type Forgetter interface {
+	Forget(endpointID string)
+}
+
 // Endpoints is what the dispatcher needs of the configuration.
 type Endpoints interface {
 	Endpoint(id string) (*sluicev1.Endpoint, bool)
@@ -127,10 +134,11 @@ type Dispatcher struct {
 	// work is the context of work in flight: it outlives the consume
 	// context by the shutdown deadline.
 	work context.Context
-	// bg owns the goroutines the dispatcher starts besides its loops and
-	// requests; Run waits for them before its last commit (spawn).
-	bg sync.WaitGroup
-	m  instruments
+	// own are the goroutines and timers the dispatcher starts besides its
+	// loops (owned.go); Run stops and waits for them before its last
+	// commit.
+	own owned
+	m   instruments
 
 	mu     sync.Mutex
 	parts  map[topicPartition]*partition
@@ -241,9 +249,15 @@ func (d *Dispatcher) Stats() Stats {
 // Close leaves the group and closes the consumer.
 func (d *Dispatcher) Close() { d.consumer.Close() }
 
-// spawn runs fn in a goroutine Run waits for when it stops. fn must end
-// when the work context does.
-func (d *Dispatcher) spawn(fn func()) { d.bg.Go(fn) }
+// spawn runs fn in a goroutine Run waits for when it stops; false once Run
+// has closed the set (fn is not run).
+func (d *Dispatcher) spawn(fn func()) bool { return d.own.spawn(fn) }
+
+// afterFunc runs fn after dur on the dispatcher's clock, in a goroutine Run
+// waits for; Run stops the timers not fired yet when it ends.
+func (d *Dispatcher) afterFunc(dur time.Duration, fn func()) Timer {
+	return d.own.afterFunc(d.clock, dur, fn)
+}
 
 // locked runs fn under the lock, then produces the records fn queued:
 // producing may block on the producer's bounded buffer, which must never

@@ -175,7 +175,7 @@ pump:
 		now := d.clock.Now()
 		if due := time.UnixMilli(j.d.NotBeforeMs); j.d.NotBeforeMs != 0 && due.After(now) {
 			// A copy moved here from a retry tier keeps its due time.
-			l.retryTimer = d.clock.AfterFunc(due.Sub(now), func() {
+			l.retryTimer = d.afterFunc(due.Sub(now), func() {
 				d.locked(func() { l.retryTimer = nil; d.pumpLane(l) })
 			})
 			break
@@ -195,7 +195,7 @@ pump:
 		l.running = true
 		d.startRequest(q)
 		d.activate(j)
-		go d.attempt(j, q, ep)
+		d.startAttempt(j, q, ep)
 	}
 	if len(l.jobs) == 0 && l.q != nil {
 		delete(l.q.lanes, l)

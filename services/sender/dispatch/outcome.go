@@ -133,7 +133,7 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 			d.drop(j) // its next owner sends it again
 			return
 		}
-		l.retryTimer = d.clock.AfterFunc(wait, func() {
+		l.retryTimer = d.afterFunc(wait, func() {
 			d.locked(func() { l.retryTimer = nil; d.pumpLane(l) })
 		})
 		return
@@ -232,7 +232,7 @@ func (d *Dispatcher) writeEndpoint(id string, change func(*sluicev1.Endpoint) bo
 		return
 	}
 	d.writing[id] = true
-	go func() {
+	started := d.spawn(func() {
 		defer d.locked(func() { delete(d.writing, id) })
 		ctx, cancel := context.WithTimeout(d.work, 30*time.Second)
 		defer cancel()
@@ -248,7 +248,10 @@ func (d *Dispatcher) writeEndpoint(id string, change func(*sluicev1.Endpoint) bo
 		if changed && done != nil {
 			done(e)
 		}
-	}()
+	})
+	if !started {
+		delete(d.writing, id) // stopping: a later attempt asks again
+	}
 }
 
 // opEvent is an operational event for tenant, as a record of the events
@@ -278,7 +281,7 @@ func (d *Dispatcher) produceLoose(rec *kgo.Record) {
 			d.log.Error("dropping a record Kafka refuses", "err", err, "topic", rec.Topic)
 		default:
 			d.log.Warn("producing; retrying in 1s", "topic", rec.Topic, "err", err)
-			d.clock.AfterFunc(time.Second, func() { d.produceLoose(rec) })
+			d.afterFunc(time.Second, func() { d.produceLoose(rec) })
 		}
 	})
 }

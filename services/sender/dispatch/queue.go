@@ -143,14 +143,14 @@ func (d *Dispatcher) pump(q *queue) {
 		j.pass = pass
 		d.startRequest(q)
 		d.activate(j)
-		go d.attempt(j, q, ep)
+		d.startAttempt(j, q, ep)
 	}
 }
 
 // waitToken serves q again once its rate limit allows another request.
 func (d *Dispatcher) waitToken(q *queue, now time.Time) {
 	if q.timer == nil {
-		q.timer = d.clock.AfterFunc(q.bucket.wait(now), func() {
+		q.timer = d.afterFunc(q.bucket.wait(now), func() {
 			d.locked(func() { q.timer = nil; d.serve(q) })
 		})
 	}
@@ -169,6 +169,24 @@ func (d *Dispatcher) activate(j *job) {
 		j.active = true
 		j.p.active++
 	}
+}
+
+// startAttempt runs j's attempt in a goroutine Run waits for (its slots are
+// taken). Run closes that set only once every partition is drained and no
+// request is in flight, so nothing is left to start then; should one be,
+// it is dropped and its partition's next owner sends it.
+func (d *Dispatcher) startAttempt(j *job, q *queue, ep *sluicev1.Endpoint) {
+	if d.spawn(func() { d.attempt(j, q, ep) }) {
+		return
+	}
+	q.running--
+	d.freeSlot(q)
+	if l := j.lane; l != nil {
+		l.running = false
+	}
+	j.active = false
+	j.p.active--
+	d.drop(j)
 }
 
 // attempt runs one HTTP attempt and settles what it leads to.
@@ -229,6 +247,9 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 				if len(q.jobs) == 0 && len(q.lanes) == 0 && q.running == 0 && q.timer == nil && !q.waiting &&
 					q.failingSince.IsZero() && q.breaker.Idle(now) && q.conc.Full() {
 					delete(d.queues, id)
+					if f, ok := d.attempter.(Forgetter); ok {
+						f.Forget(id)
+					}
 				}
 			}
 			d.sweepLanes()

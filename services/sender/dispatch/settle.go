@@ -146,7 +146,7 @@ func (d *Dispatcher) produce(o outgoing) {
 			d.log.Warn("producing; retrying in 1s", "topic", o.rec.Topic, "err", err)
 			// Not from this callback: producing here could wait for
 			// buffer space only this goroutine would free.
-			d.clock.AfterFunc(time.Second, func() { d.produce(o) })
+			d.afterFunc(time.Second, func() { d.produce(o) })
 			return
 		}
 		d.acked(o)
