@@ -121,3 +121,26 @@ func TestBucketHoldsTheRate(t *testing.T) {
 		}
 	})
 }
+
+// TestBucketWaitNeverNegative (review M1): a rate so small that the wait
+// for a token overflows a Duration (below about 1.1e-10/s) waits the most
+// the bucket waits, 24 h, instead of a negative wait firing its timer at
+// once, over and over; and a wait never drops below 1 ms.
+func TestBucketWaitNeverNegative(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, rate := range []float64{1e-12, 1e-300, 1e-9} {
+		var b bucket
+		b.setRate(rate)
+		b.take(t0)
+		if w := b.wait(t0); w <= 0 || w > 24*time.Hour {
+			t.Errorf("rate %v/s: wait %v, want within (0, 24h]", rate, w)
+		}
+	}
+	var b bucket
+	b.setRate(1e9) // a token every nanosecond: still a timer of 1 ms at least
+	for b.take(t0) {
+	}
+	if w := b.wait(t0); w != time.Millisecond {
+		t.Errorf("rate 1e9/s: wait %v, want 1ms", w)
+	}
+}
