@@ -88,10 +88,11 @@ func laneKey(r *kgo.Record) string { return string(r.Key) }
 func (d *Dispatcher) takeOrdered(p *partition, r *kgo.Record) {
 	st, o := p.ord, r.Offset
 	if st.rewoundTo >= 0 {
-		// The first record after a rewind is the one rewound to: it is a
-		// reopened lane's first skipped record. Anything later means the
-		// records between were deleted (retention) or the rewind did not
-		// take; either way they are beyond reach, so say so.
+		// The first record after a rewind is the one rewound to, a
+		// record's offset (a reopened lane's first skipped record, or
+		// without leader epochs the commit offset). Anything later means
+		// the records between were deleted (retention) or the rewind did
+		// not take; either way they are beyond reach, so say so.
 		if o > st.rewoundTo {
 			d.log.Error("an ordered partition read again from a lane's first skipped record resumed past it",
 				"topic", p.topic, "partition", p.partition, "rewound_to", st.rewoundTo, "resumed_at", o)
