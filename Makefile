@@ -48,12 +48,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 20s) each
 	@bash dev/fuzz.sh $(MODULES)
 
 .PHONY: bench
-bench: deps ## Go micro-benchmarks of the hot paths, then the load test (P0-P6), written to docs/benchmarks.md
+bench: deps ## Go micro-benchmarks of the hot paths, then the load test (P0-P7), written to docs/benchmarks.md
 	@for m in $(MODULES); do (cd $$m && go test -run '^$$' -bench . -benchmem ./...) || exit 1; done
 	@dev/with-stack.sh go run ./loadtest/cmd/sluice-bench -doc docs/benchmarks.md
 
 .PHONY: bench-quick
-bench-quick: deps ## the load test's short run (P0-P6, smaller), report in loadtest/results/
+bench-quick: deps ## the load test's short run (P0-P7, smaller), report in loadtest/results/
 	@dev/with-stack.sh go run ./loadtest/cmd/sluice-bench -quick
 
 .PHONY: chaos

@@ -77,6 +77,25 @@ func (r *Runner) Run(ctx context.Context, rep *Report) {
 	if err := r.p6(ctx, rep); err != nil {
 		fail("P6", err)
 	}
+	if err := r.p7(ctx, rep); err != nil {
+		fail("P7", err)
+	}
+}
+
+// Scenarios are the scenarios RunOne runs alone: those that need no other
+// scenario's figure.
+var Scenarios = []string{"P7"}
+
+// RunOne runs scenario id alone (one of Scenarios).
+func (r *Runner) RunOne(ctx context.Context, rep *Report, id string) error {
+	switch id {
+	case "P7":
+		if err := r.p7(ctx, rep); err != nil {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("P7: %v", err))
+		}
+		return nil
+	}
+	return fmt.Errorf("scenario %q cannot run alone; these can: %v", id, Scenarios)
 }
 
 var webhookBody = []byte(`{"id":"evt_01JD3K6Z8WQ4V0M5T7E9RXN2BC","type":"bench.p1.e1","timestamp":"2026-11-22T08:26:40.123Z","data":` + string(payload) + `}`)

@@ -28,12 +28,14 @@ type Size struct {
 	P4Events    int // each to 100 endpoints
 	P6Backlog   int // the 1× backlog
 	Concurrency int // HTTP callers
+	P7Rate      int // events/s to the tenant measured in P7
+	P7Slow      int // events to the slow tenant in P7, each to its 10 endpoints
 }
 
 // Full is make bench; Quick is make bench-quick.
 var (
-	Full  = Size{RawPosts: 60000, P1Events: 40000, P1sEvents: 15000, P2Seconds: 15, P4Events: 300, P6Backlog: 2000, Concurrency: 64}
-	Quick = Size{RawPosts: 15000, P1Events: 8000, P1sEvents: 4000, P2Seconds: 5, P4Events: 60, P6Backlog: 500, Concurrency: 64}
+	Full  = Size{RawPosts: 60000, P1Events: 40000, P1sEvents: 15000, P2Seconds: 15, P4Events: 300, P6Backlog: 2000, Concurrency: 64, P7Rate: 400, P7Slow: 600}
+	Quick = Size{RawPosts: 15000, P1Events: 8000, P1sEvents: 4000, P2Seconds: 5, P4Events: 60, P6Backlog: 500, Concurrency: 64, P7Rate: 200, P7Slow: 300}
 )
 
 // Runner holds what the scenarios share.

@@ -166,6 +166,11 @@ func StartStack(ctx context.Context, repo string, opts StackOptions, logf func(s
 		"SLUICE_INSECURE_DEV_SECRETS_KEY=true",
 		"SLUICE_CLICKHOUSE_ADDRS=" + s.CH.Addrs[0], "SLUICE_CLICKHOUSE_DATABASE=" + s.CH.Database,
 	}
+	// The stack's log directory exists once dev/run.sh has run; a stack
+	// only started (dev/up.sh, or by the tests) has none yet.
+	if err := os.MkdirAll(s.logs, 0o755); err != nil {
+		return nil, err
+	}
 	for _, svc := range []struct {
 		name string
 		env  []string

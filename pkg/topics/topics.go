@@ -27,9 +27,13 @@ type Names struct {
 	EventsRejected string
 	Config         string
 	Deliveries     string
-	Dead           string
-	Attempts       string
-	EventLog       string
+	// Ordered carries the deliveries of ordered endpoints, keyed by
+	// endpoint id; the sender reads each partition as one lane per key.
+	// It has as many partitions as Deliveries.
+	Ordered  string
+	Dead     string
+	Attempts string
+	EventLog string
 	// Dedup is the router's changelog of event ids seen: compacted, with
 	// as many partitions as Events, each marker on its event's partition.
 	Dedup string
@@ -44,6 +48,7 @@ func NewNames(prefix string) Names {
 		EventsRejected: prefix + "events.rejected",
 		Config:         prefix + "config",
 		Deliveries:     prefix + "deliveries",
+		Ordered:        prefix + "ordered",
 		Dead:           prefix + "dead",
 		Attempts:       prefix + "attempts",
 		EventLog:       prefix + "eventlog",
@@ -57,7 +62,7 @@ func NewNames(prefix string) Names {
 
 // All lists every topic name.
 func (n Names) All() []string {
-	return append([]string{n.Events, n.EventsRejected, n.Config, n.Deliveries, n.Dead, n.Attempts, n.EventLog, n.Dedup}, n.Retry...)
+	return append([]string{n.Events, n.EventsRejected, n.Config, n.Deliveries, n.Ordered, n.Dead, n.Attempts, n.EventLog, n.Dedup}, n.Retry...)
 }
 
 // TierName is a delay written the short way: 5s, 5m, 2h.
@@ -84,9 +89,10 @@ type Partitions struct {
 	EventLog   int32
 }
 
-// DefaultPartitions suit one to a few dozen sender replicas. Deliveries and
-// retry tiers bound the sender's parallelism across replicas, so they get the
-// most; the rest are read by one or two consumers each.
+// DefaultPartitions suit one to a few dozen sender replicas. Deliveries (and
+// the ordered topic, which has as many) and retry tiers bound the sender's
+// parallelism across replicas, so they get the most; the rest are read by
+// one or two consumers each.
 func DefaultPartitions() Partitions {
 	return Partitions{Events: 12, Deliveries: 24, Retry: 24, Dead: 6, Attempts: 12, EventLog: 12}
 }
@@ -146,6 +152,9 @@ func Specs(n Names, p Partitions, rf int16) []kafkax.TopicSpec {
 		{Name: n.Config, Partitions: 1, ReplicationFactor: rf,
 			Configs: map[string]string{"cleanup.policy": "compact"}},
 		del(n.Deliveries, p.Deliveries, deliveryRetention),
+		// Ordered endpoints' deliveries, spread like the deliveries (the
+		// same keys) and kept as long.
+		del(n.Ordered, p.Deliveries, deliveryRetention),
 		del(n.Dead, p.Dead, deadRetention),
 		del(n.Attempts, p.Attempts, logRetention),
 		del(n.EventLog, p.EventLog, logRetention),

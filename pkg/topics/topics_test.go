@@ -1,6 +1,7 @@
 package topics_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,9 @@ func TestTierName(t *testing.T) {
 func TestSpecs(t *testing.T) {
 	n := topics.NewNames(topics.DefaultPrefix)
 	specs := topics.Specs(n, topics.DefaultPartitions(), 3)
+	if n.Ordered != "sluice.ordered" {
+		t.Errorf("ordered topic %q, want sluice.ordered", n.Ordered)
+	}
 	if len(specs) != len(n.All()) {
 		t.Fatalf("%d specs for %d topics", len(specs), len(n.All()))
 	}
@@ -50,6 +54,12 @@ func TestSpecs(t *testing.T) {
 		case s.Name == n.Dedup:
 			if policy != "compact,delete" || s.Partitions != topics.DefaultPartitions().Events {
 				t.Errorf("dedup topic: policy %q, %d partitions; want compact,delete and as many as events", policy, s.Partitions)
+			}
+		case s.Name == n.Ordered:
+			if policy != "delete" || s.Partitions != topics.DefaultPartitions().Deliveries ||
+				s.Configs["retention.ms"] != strconv.FormatInt((7*24*time.Hour).Milliseconds(), 10) {
+				t.Errorf("ordered topic: policy %q, %d partitions, retention %s ms; want delete, as many as deliveries, 7 days",
+					policy, s.Partitions, s.Configs["retention.ms"])
 			}
 		case policy != "delete":
 			t.Errorf("%s: cleanup.policy %q, want delete", s.Name, policy)

@@ -1,8 +1,9 @@
 // Command sluice-bench is the load test behind `make bench` and `make
 // bench-quick` (DESIGN §9): it starts the three services against the dev
-// stack (which must be up), runs the scenarios P0 to P6, prints progress,
-// and writes the report as JSON and Markdown to the results directory (and,
-// with -doc, to docs/benchmarks.md).
+// stack (which must be up), runs the scenarios P0 to P7 (or, with -only,
+// one that needs no other), prints progress, and writes the report as
+// JSON and Markdown to the results directory (and, with -doc, to
+// docs/benchmarks.md).
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -25,10 +27,14 @@ func main() {
 	repo := flag.String("repo", ".", "the repository root")
 	results := flag.String("results", "loadtest/results", "directory of the reports")
 	doc := flag.String("doc", "", "also write the report into this Markdown file (docs/benchmarks.md)")
+	only := flag.String("only", "", fmt.Sprintf("run this scenario alone (one of %v) instead of all; its report is not written to -doc", bench.Scenarios))
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *repo, *results, *doc, *quick); err != nil {
+	if *only != "" {
+		*doc = ""
+	}
+	if err := run(ctx, *repo, *results, *doc, *quick, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
 	}
@@ -38,7 +44,10 @@ func logf(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(ctx context.Context, repo, results, doc string, quick bool) error {
+func run(ctx context.Context, repo, results, doc string, quick bool, only string) error {
+	if only != "" && !slices.Contains(bench.Scenarios, only) {
+		return fmt.Errorf("-only %s: these scenarios run alone: %v", only, bench.Scenarios)
+	}
 	size := bench.Full
 	if quick {
 		size = bench.Quick
@@ -60,7 +69,13 @@ func run(ctx context.Context, repo, results, doc string, quick bool) error {
 		return err
 	}
 	defer r.Close()
-	r.Run(ctx, rep)
+	if only != "" {
+		if err := r.RunOne(ctx, rep, only); err != nil {
+			return err
+		}
+	} else {
+		r.Run(ctx, rep)
+	}
 	rep.Seconds = time.Since(rep.Started).Seconds()
 
 	md := rep.Markdown()

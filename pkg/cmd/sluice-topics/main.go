@@ -44,7 +44,11 @@ func run(args []string) error {
 	for name, v := range parts {
 		n := new(int)
 		counts[name] = n
-		l.Int(n, "partitions-"+name, int(*v), "partitions of the "+name+" topic(s)")
+		usage := "partitions of the " + name + " topic(s)"
+		if name == "deliveries" {
+			usage = "partitions of the deliveries topic and of the ordered topic (the same keys)"
+		}
+		l.Int(n, "partitions-"+name, int(*v), usage)
 	}
 	if err := l.Parse(args); err != nil {
 		if errors.Is(err, config.ErrHelp) {

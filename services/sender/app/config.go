@@ -32,6 +32,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxInFlight bounds concurrent HTTP requests of the whole process.
 	MaxInFlight int
+	// TenantMaxInFlight bounds one tenant's share of them; 0 is a quarter.
+	TenantMaxInFlight int
 	// EndpointMaxInFlight is the concurrency of an endpoint that sets none.
 	EndpointMaxInFlight int
 	// EndpointQueue bounds the deliveries waiting for one endpoint.
@@ -41,6 +43,9 @@ type Config struct {
 	MaxQueueWait time.Duration
 	// MemoryBudget bounds the bytes of deliveries held in memory.
 	MemoryBudget int
+	// OrderedMemoryBudget bounds the bytes of ordered endpoints' deliveries
+	// held in memory, apart from MemoryBudget.
+	OrderedMemoryBudget int
 	// RevokeGrace is how long requests of a revoked partition may finish.
 	RevokeGrace time.Duration
 	// AttemptLogBuffer bounds the records (attempts, retries, dead letters)
@@ -77,6 +82,11 @@ func register(c *Config, l *config.Loader) {
 	l.Duration(&c.RequestTimeout, "request-timeout", 15*time.Second,
 		"timeout of one webhook request for endpoints without their own")
 	l.Int(&c.MaxInFlight, "max-in-flight", 1024, "concurrent webhook requests of this process at most")
+	// A quarter: a tenant whose receivers answer slowly (up to 60 s at
+	// max_in_flight 1000) holds at most 256 of the default 1024 slots, and
+	// three quarters stay for the others however many endpoints it has.
+	l.Int(&c.TenantMaxInFlight, "tenant-max-in-flight", 0,
+		"concurrent webhook requests of one tenant's endpoints in this process at most; 0 is a quarter of max-in-flight")
 	l.Int(&c.EndpointMaxInFlight, "endpoint-max-in-flight", 10,
 		"concurrent requests to one endpoint that sets no max_in_flight")
 	l.Int(&c.EndpointQueue, "endpoint-queue", 1000,
@@ -85,6 +95,11 @@ func register(c *Config, l *config.Loader) {
 		"longest a delivery waits for its endpoint before it moves to the first retry tier")
 	l.Int(&c.MemoryBudget, "memory-budget-bytes", 256<<20,
 		"bytes of deliveries held in memory at most; above it fetching pauses")
+	// A quarter of the memory budget: ordered endpoints are for low
+	// volumes, and 64 MiB still holds 256 of the largest (256 KiB) events
+	// waiting behind failing heads, or some 60,000 of 1 KiB.
+	l.Int(&c.OrderedMemoryBudget, "ordered-memory-budget-bytes", 64<<20,
+		"bytes of ordered endpoints' deliveries held in memory; above it a lane holding one takes no more until it drains")
 	l.Duration(&c.RevokeGrace, "revoke-grace", 5*time.Second,
 		"how long requests of a partition moving to another sender may finish before it is given up")
 	l.Int(&c.AttemptLogBuffer, "attempt-log-buffer", 10000,
@@ -119,6 +134,10 @@ func (c Config) Validate() error {
 	if c.MaxInFlight < 1 || c.MaxInFlight > 10000 {
 		errs = append(errs, fmt.Errorf("max-in-flight must be between 1 and 10000, got %d", c.MaxInFlight))
 	}
+	if c.TenantMaxInFlight < 0 || c.TenantMaxInFlight > c.MaxInFlight {
+		errs = append(errs, fmt.Errorf("tenant-max-in-flight must be between 0 (a quarter of max-in-flight) and max-in-flight (%d), got %d",
+			c.MaxInFlight, c.TenantMaxInFlight))
+	}
 	// The API accepts max_in_flight up to 1000 per endpoint.
 	if c.EndpointMaxInFlight < 1 || c.EndpointMaxInFlight > 1000 {
 		errs = append(errs, fmt.Errorf("endpoint-max-in-flight must be between 1 and 1000, got %d", c.EndpointMaxInFlight))
@@ -135,6 +154,12 @@ func (c Config) Validate() error {
 	// 16 MiB holds a few fetches; 64 GiB is more than any sender needs.
 	if c.MemoryBudget < 16<<20 || c.MemoryBudget > 64<<30 {
 		errs = append(errs, fmt.Errorf("memory-budget-bytes must be from 16777216 to 68719476736, got %d", c.MemoryBudget))
+	}
+	// Every lane may hold one delivery beyond the budget, so any size
+	// works; below 1 MiB, about one largest record, lanes would hold one
+	// delivery each all the time.
+	if c.OrderedMemoryBudget < 1<<20 || c.OrderedMemoryBudget > 64<<30 {
+		errs = append(errs, fmt.Errorf("ordered-memory-budget-bytes must be from 1048576 to 68719476736, got %d", c.OrderedMemoryBudget))
 	}
 	// A revoke holds up the group's rebalance; franz-go's rebalance
 	// timeout is 60 s.

@@ -41,7 +41,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	need := append([]string{names.Deliveries, names.Dead, names.Attempts, names.Config, names.Events}, names.Retry...)
+	need := append([]string{names.Deliveries, names.Ordered, names.Dead, names.Attempts, names.Config, names.Events}, names.Retry...)
 	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
 		return service.RequireTopics(ctx, cfg.Kafka, need...)
 	}); err != nil {
@@ -81,9 +81,10 @@ func Run(ctx context.Context, cfg Config) error {
 	defer cancelWork()
 	d, err := dispatch.New(work, dispatch.Options{
 		Kafka: cfg.Kafka, Names: names, Group: cfg.Group,
-		MaxInFlight: cfg.MaxInFlight, EndpointInFlight: cfg.EndpointMaxInFlight,
+		MaxInFlight: cfg.MaxInFlight, TenantInFlight: cfg.TenantMaxInFlight, EndpointInFlight: cfg.EndpointMaxInFlight,
 		QueueCap: cfg.EndpointQueue, MaxQueueWait: cfg.MaxQueueWait,
-		MemoryBudget: int64(cfg.MemoryBudget), RevokeGrace: cfg.RevokeGrace,
+		MemoryBudget: int64(cfg.MemoryBudget), OrderedBudget: int64(cfg.OrderedMemoryBudget),
+		RevokeGrace: cfg.RevokeGrace,
 		// One poll takes at most a few fetches' worth; the memory budget,
 		// not this, bounds what is held.
 		PollRecords: 1000,

@@ -19,10 +19,17 @@ import (
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
 	"github.com/sluicehq/sluice/pkg/egress"
+	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/signing"
 )
+
+// MaxErrorBytes bounds an attempt's error text. Errors can carry text the
+// receiver controls (a certificate's names: up to 256 KiB), and the text
+// travels in the attempt record and, 20 attempts deep, in every retry and
+// dead letter of the delivery; 1 KiB says what went wrong.
+const MaxErrorBytes = 1 << 10
 
 // Options are the deliverer's settings; app.Config documents each.
 type Options struct {
@@ -127,7 +134,7 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 	sg, err := dv.signersOf(ep, start)
 	if err != nil {
 		a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED
-		a.Error = "not sent: " + err.Error()
+		a.Error = errtext.Truncate("not sent: "+err.Error(), MaxErrorBytes)
 		return a, ""
 	}
 	timeout := dv.opts.Timeout
@@ -180,13 +187,13 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 	switch {
 	case errors.As(err, &blocked):
 		a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_BLOCKED
-		a.Error = blocked.Error()
+		a.Error = errtext.Truncate(blocked.Error(), MaxErrorBytes)
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout):
 		a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_TIMEOUT
 		a.Error = fmt.Sprintf("no answer within %v", timeout)
 	case err != nil:
 		a.Outcome = sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_NETWORK_ERROR
-		a.Error = err.Error()
+		a.Error = errtext.Truncate(err.Error(), MaxErrorBytes)
 	default:
 		a.StatusCode = uint32(resp.StatusCode())
 		retryAfter = string(resp.Header.Peek("Retry-After"))
@@ -199,6 +206,15 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 		}
 	}
 	return a, retryAfter
+}
+
+// Forget drops what the deliverer keeps for endpoint id, its signers: the
+// dispatcher calls it when it forgets an idle endpoint, so the cache keeps
+// no deleted endpoint (review L8). A next attempt opens the secrets again.
+func (dv *Deliverer) Forget(id string) {
+	dv.mu.Lock()
+	delete(dv.signers, id)
+	dv.mu.Unlock()
 }
 
 // signersOf returns the signers of ep's current secrets, opening them only

@@ -41,7 +41,20 @@ func (b *bucket) take(now time.Time) bool {
 	return false
 }
 
-// wait is how long until a token is available at now.
+// The wait for a token is clamped to [minWait, maxWait] (review M1): the
+// API accepts any rate above zero, and below about 1.1e-10/s the wait in
+// nanoseconds overflows a Duration (into a negative one, firing its timer
+// at once, over and over, under the dispatcher's lock). A day is far
+// beyond any rate worth setting; a wait waits again if it comes back
+// early. A millisecond keeps a fast rate from setting timers of
+// nanoseconds.
+const (
+	minWait = time.Millisecond
+	maxWait = 24 * time.Hour
+)
+
+// wait is how long until a token is available at now: 0 if one is, else
+// between minWait and maxWait.
 func (b *bucket) wait(now time.Time) time.Duration {
 	if b.rate <= 0 {
 		return 0
@@ -50,7 +63,11 @@ func (b *bucket) wait(now time.Time) time.Duration {
 	if b.tokens >= 1 {
 		return 0
 	}
-	return time.Duration(math.Ceil((1 - b.tokens) / b.rate * float64(time.Second)))
+	secs := (1 - b.tokens) / b.rate
+	if !(secs < maxWait.Seconds()) { // also +Inf and NaN
+		return maxWait
+	}
+	return max(minWait, time.Duration(math.Ceil(secs*float64(time.Second))))
 }
 
 func (b *bucket) refill(now time.Time) {

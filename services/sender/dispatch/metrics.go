@@ -14,6 +14,7 @@ type instruments struct {
 	// attribute set built per attempt would allocate on the hot path.
 	byOutcome                                                 map[sluicev1.AttemptOutcome]metric.MeasurementOption
 	attempts, deferred, parked, exhausted, disabled, opEvents metric.Int64Counter
+	moved, rewinds                                            metric.Int64Counter
 	latency, lateness                                         metric.Float64Histogram
 }
 
@@ -54,6 +55,26 @@ func (m *instruments) init(meter metric.Meter, d *Dispatcher) error {
 	}
 	if m.parked, err = meter.Int64Counter("sluice.sender.parked",
 		metric.WithDescription("deliveries moved to the dead-letter topic without an attempt (endpoint disabled or deleted, record undecodable)")); err != nil {
+		return err
+	}
+	if m.moved, err = meter.Int64Counter("sluice.sender.ordered.moved",
+		metric.WithDescription("deliveries of ordered endpoints moved to the ordered topic from the deliveries topic or a retry tier")); err != nil {
+		return err
+	}
+	if m.rewinds, err = meter.Int64Counter("sluice.sender.ordered.rewinds",
+		metric.WithDescription("ordered partitions read again from a reopened lane's first skipped record")); err != nil {
+		return err
+	}
+	_, err = meter.Int64ObservableGauge("sluice.sender.ordered.buffered",
+		metric.WithUnit("By"),
+		metric.WithDescription("approximate bytes of ordered deliveries held in memory; above the ordered budget lanes take no more"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			o.Observe(d.orderedBuffered)
+			return nil
+		}))
+	if err != nil {
 		return err
 	}
 	_, err = meter.Int64ObservableGauge("sluice.sender.buffered",

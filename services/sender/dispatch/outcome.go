@@ -11,6 +11,7 @@ import (
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
+	"github.com/sluicehq/sluice/pkg/errtext"
 	"github.com/sluicehq/sluice/pkg/eventfilter"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/ids"
@@ -40,6 +41,9 @@ const persistFailingAfter = time.Hour
 func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.Attempt, retryAfter string) {
 	now := d.clock.Now()
 	dl := j.d
+	// Bounded before it reaches the attempt record, the history and any
+	// dead letter's reason, whatever the Attempter returned.
+	a.Error = errtext.Truncate(a.Error, maxTextBytes)
 	a.SchemaVersion = sluicev1.SchemaVersion
 	a.DeliveryId, a.TenantId, a.EndpointId, a.EventId, a.EventType = dl.DeliveryId, dl.TenantId, dl.EndpointId, dl.EventId, dl.EventType
 	a.AttemptNumber, a.Origin = dl.AttemptsMade+1, dl.Origin
@@ -60,7 +64,7 @@ func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 	}
 	var recs []*kgo.Record
 	if a.Outcome != sluicev1.AttemptOutcome_ATTEMPT_OUTCOME_CIRCUIT_OPEN {
-		if q.breaker.Record(now, ok) == retry.Closed {
+		if q.breaker.Record(now, j.pass, ok) == retry.Closed {
 			d.log.Info("endpoint recovered: circuit closed", "endpoint_id", ep.Id)
 			recs = append(recs, d.opEvent(ep.TenantId, EventEndpointRecovered, map[string]any{
 				"endpoint_id": ep.Id, "recovered_at": now.UTC().Format(time.RFC3339Nano)}))
@@ -79,7 +83,7 @@ func (d *Dispatcher) after(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 		d.settle(j, append(recs, d.attemptRecord(a))...)
 	case retry.Disable:
 		reason := "the endpoint answered 410 Gone"
-		d.disable(ep, reason)
+		d.disable(q, ep, reason)
 		d.stats.Parked++
 		d.settle(j, append(recs, d.attemptRecord(a), d.deadRecord(j, "endpoint disabled: "+reason))...)
 	default:
@@ -105,9 +109,6 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 				"event_type": dl.EventType, "attempts": n, "last_status": a.StatusCode, "last_error": a.Error}))
 		}
 		d.settle(j, recs...)
-		if q.ordered {
-			d.pump(q) // the next delivery may go
-		}
 		return
 	}
 	step := schedule[n-1]
@@ -119,16 +120,21 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 	}
 	due := now.Add(wait)
 	a.NextAttemptAtMs = due.UnixMilli()
-	if q.ordered {
-		// Retried in place: the head waits, and everything behind it.
+	if l := j.lane; l != nil {
+		// Retried in place: the head of its lane waits, unfinished (the
+		// commit stays at it), and so does the rest of its lane; other
+		// lanes go on.
 		for _, r := range append(recs, d.attemptRecord(a)) {
 			d.send(j, r)
 		}
 		j.active = false
 		j.p.active--
-		q.jobs = append([]*job{j}, q.jobs...)
-		q.retryTimer = d.clock.AfterFunc(wait, func() {
-			d.locked(func() { q.retryTimer = nil; d.pump(q) })
+		if j.p.draining {
+			d.drop(j) // its next owner sends it again
+			return
+		}
+		l.retryTimer = d.afterFunc(wait, func() {
+			d.locked(func() { l.retryTimer = nil; d.pumpLane(l) })
 		})
 		return
 	}
@@ -141,10 +147,15 @@ func (d *Dispatcher) retry(j *job, q *queue, ep *sluicev1.Endpoint, a *sluicev1.
 
 // health follows ep's run of failures: recorded on the endpoint once it has
 // lasted persistFailingAfter, cleared by a success, and disabling the
-// endpoint once it has lasted DisableAfter.
+// endpoint once it has lasted DisableAfter. The run is the sender's memory
+// and the endpoint's failing_since together: once this sender has seen the
+// latter set, the latter being cleared (an enable, or a success on another
+// sender) ends the run here too, and a disable always ends it (review B1:
+// the first failure after an enable must not disable the endpoint again
+// for the run before it).
 func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.Time) {
 	if ok {
-		q.failingSince = time.Time{}
+		forgetRun(q)
 		if ep.FailingSinceMs != 0 {
 			d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
 				changed := e.FailingSinceMs != 0
@@ -153,6 +164,12 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 			}, nil)
 		}
 		return
+	}
+	switch {
+	case ep.FailingSinceMs != 0:
+		q.persisted = true
+	case q.persisted:
+		forgetRun(q) // cleared since this sender saw it set
 	}
 	if q.failingSince.IsZero() {
 		q.failingSince = now
@@ -163,7 +180,7 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 	since := q.failingSince
 	switch age := now.Sub(since); {
 	case age >= d.opts.DisableAfter:
-		d.disable(ep, fmt.Sprintf("no successful delivery since %s (%s of failures)",
+		d.disable(q, ep, fmt.Sprintf("no successful delivery since %s (%s of failures)",
 			since.UTC().Format(time.RFC3339), age.Round(time.Second)))
 	case age >= persistFailingAfter && ep.FailingSinceMs == 0:
 		d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
@@ -176,11 +193,19 @@ func (d *Dispatcher) health(q *queue, ep *sluicev1.Endpoint, ok bool, now time.T
 	}
 }
 
-// disable disables ep with reason and then tells its tenant.
-func (d *Dispatcher) disable(ep *sluicev1.Endpoint, reason string) {
+// forgetRun ends q's run of failures: the next failure starts a new one.
+func forgetRun(q *queue) {
+	q.failingSince, q.persisted = time.Time{}, false
+}
+
+// disable disables ep with reason and then tells its tenant. The endpoint's
+// run of failures ends with it: the disable clears failing_since.
+func (d *Dispatcher) disable(q *queue, ep *sluicev1.Endpoint, reason string) {
+	forgetRun(q)
 	if ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
 		return
 	}
+	d.stats.Disabled++
 	d.log.Warn("disabling endpoint", "endpoint_id", ep.Id, "reason", reason)
 	d.writeEndpoint(ep.Id, func(e *sluicev1.Endpoint) bool {
 		if e.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
@@ -207,7 +232,7 @@ func (d *Dispatcher) writeEndpoint(id string, change func(*sluicev1.Endpoint) bo
 		return
 	}
 	d.writing[id] = true
-	go func() {
+	started := d.spawn(func() {
 		defer d.locked(func() { delete(d.writing, id) })
 		ctx, cancel := context.WithTimeout(d.work, 30*time.Second)
 		defer cancel()
@@ -223,7 +248,10 @@ func (d *Dispatcher) writeEndpoint(id string, change func(*sluicev1.Endpoint) bo
 		if changed && done != nil {
 			done(e)
 		}
-	}()
+	})
+	if !started {
+		delete(d.writing, id) // stopping: a later attempt asks again
+	}
 }
 
 // opEvent is an operational event for tenant, as a record of the events
@@ -243,12 +271,17 @@ func (d *Dispatcher) opEvent(tenant, eventType string, data map[string]any) *kgo
 }
 
 // produceLoose produces a record no delivery waits for, retrying until the
-// work context ends.
+// work context ends; one Kafka refuses for good is dropped with an error in
+// the log.
 func (d *Dispatcher) produceLoose(rec *kgo.Record) {
 	d.producer.Produce(d.work, rec, func(_ *kgo.Record, err error) {
-		if err != nil && d.work.Err() == nil {
+		switch {
+		case err == nil || d.work.Err() != nil:
+		case refused(err):
+			d.log.Error("dropping a record Kafka refuses", "err", err, "topic", rec.Topic)
+		default:
 			d.log.Warn("producing; retrying in 1s", "topic", rec.Topic, "err", err)
-			d.clock.AfterFunc(time.Second, func() { d.produceLoose(rec) })
+			d.afterFunc(time.Second, func() { d.produceLoose(rec) })
 		}
 	})
 }

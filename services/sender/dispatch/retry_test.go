@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/pkg/topics"
 	"github.com/sluicehq/sluice/services/sender/dispatch"
 	"github.com/sluicehq/sluice/services/sender/retry"
 )
@@ -79,34 +79,33 @@ func attemptsOf(t *testing.T, k *testenv.Kafka, want int) []*sluicev1.Attempt {
 }
 
 // TestFailingThenSucceedingGetsExactlyNPlusOneAttempts: a delivery that
-// fails 3 times gets exactly 4 attempts, spaced as its endpoint's schedule
-// says (jitter fixed at zero here; its bounds are a unit test).
+// fails 3 times gets exactly 4 attempts, spaced exactly as its endpoint's
+// schedule says (jitter fixed at zero here; its bounds are a unit test):
+// each retry waits in its tier for the dispatcher's clock, and the clock
+// moves only to the next due time.
 func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	schedule := []time.Duration{time.Second, 2 * time.Second, time.Second}
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_flaky", RetryScheduleMs: ms(schedule...)})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_flaky"] = 3
 	dl := delivery("ep_flaky")
 	produce(t, k, k.Names.Deliveries, dl)
-	opts := defaults()
+	opts := defaults(clock)
 	opts.Rand = steady
 	d, _ := start(t, k, opts, eps, a)
 	waitFor(t, "the delivery", func() bool { return a.doneCount("ep_flaky") == 1 })
-	time.Sleep(time.Second) // room for a stray extra attempt
+	settled(t, k)
 	calls := a.callTimes(dl.DeliveryId)
 	if len(calls) != 4 {
 		t.Fatalf("%d attempts, want 4 (3 failures, then the success)", len(calls))
 	}
 	for i, want := range schedule {
-		gap := calls[i+1].Sub(calls[i])
-		// Never early (due times are whole milliseconds); late by at most
-		// the time to read the record back: a fetch waits up to 500 ms, and
-		// a loaded CI machine adds to it.
-		if gap < want-5*time.Millisecond || gap > want+1500*time.Millisecond {
-			t.Errorf("wait before attempt %d: %v, want %v (+ at most 1.5 s)", i+2, gap, want)
+		if gap := calls[i+1].Sub(calls[i]); gap != want {
+			t.Errorf("wait before attempt %d: %v, want %v", i+2, gap, want)
 		}
-		t.Logf("attempt %d after %v (schedule %v)", i+2, gap, want)
 	}
 	if s := d.Stats(); s.Retried != 3 || s.Exhausted != 0 {
 		t.Errorf("stats %+v, want 3 retried", s)
@@ -125,8 +124,9 @@ func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 		if at.AttemptNumber != uint32(i+1) {
 			t.Errorf("attempt record %d numbered %d", i+1, at.AttemptNumber)
 		}
-		if i < 3 && at.NextAttemptAtMs == 0 {
-			t.Errorf("failed attempt %d does not say when the next is due", i+1)
+		if i < 3 && at.NextAttemptAtMs != calls[i+1].UnixMilli() {
+			t.Errorf("failed attempt %d says the next is due at %v, want %v", i+1,
+				time.UnixMilli(at.NextAttemptAtMs).Sub(epoch), calls[i+1].Sub(epoch))
 		}
 	}
 }
@@ -136,14 +136,16 @@ func TestFailingThenSucceedingGetsExactlyNPlusOneAttempts(t *testing.T) {
 // sluice.delivery.exhausted event.
 func TestExhaustionGoesToDeadWithHistory(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_down", TenantId: "ten_test",
 		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond)})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_down"] = -1
 	a.status["ep_down"] = 502
 	dl := delivery("ep_down")
 	produce(t, k, k.Names.Deliveries, dl)
-	start(t, k, defaults(), eps, a)
+	start(t, k, defaults(clock), eps, a)
 	dead := decode(t, k.Read(t, k.Names.Dead, 1))
 	if len(dead) != 1 {
 		t.Fatalf("%d dead letters, want 1", len(dead))
@@ -172,12 +174,13 @@ func TestExhaustionGoesToDeadWithHistory(t *testing.T) {
 // deliveries are parked without a request.
 func Test410DisablesTheEndpoint(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_gone", TenantId: "ten_test", Url: "https://gone.example/hook"})
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_gone"] = -1
 	a.status["ep_gone"] = 410
 	produce(t, k, k.Names.Deliveries, delivery("ep_gone"))
-	start(t, k, defaults(), eps, a)
+	start(t, k, defaults(clock), eps, a)
 	waitFor(t, "the endpoint to be disabled", func() bool {
 		ep, _ := eps.Endpoint("ep_gone")
 		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
@@ -202,85 +205,81 @@ func Test410DisablesTheEndpoint(t *testing.T) {
 }
 
 // TestRetryAfterIsHonouredWithinBounds: a 429 asking for 2 s, on a 1 s
-// step, waits 2 s; asking for 60 s it waits twice the step, not 60 s.
+// step, waits exactly 2 s; asking for 60 s it waits twice the step, not
+// 60 s. One delivery per case, so no other timer moves the clock.
 func TestRetryAfterIsHonouredWithinBounds(t *testing.T) {
-	k := onePartition(t)
 	step := time.Second
-	eps := newEndpoints(
-		&sluicev1.Endpoint{Id: "ep_asks_2s", RetryScheduleMs: ms(step)},
-		&sluicev1.Endpoint{Id: "ep_asks_60s", RetryScheduleMs: ms(step)},
-	)
-	a := newAttempter()
-	for ep, ra := range map[string]string{"ep_asks_2s": "2", "ep_asks_60s": "60"} {
-		a.failFirst[ep], a.status[ep], a.retryAfter[ep] = 1, 429, ra
-	}
-	d1, d2 := delivery("ep_asks_2s"), delivery("ep_asks_60s")
-	produce(t, k, k.Names.Deliveries, d1, d2)
-	opts := defaults()
-	opts.Rand = steady
-	start(t, k, opts, eps, a)
-	waitFor(t, "both deliveries", func() bool { return a.doneCount("ep_asks_2s")+a.doneCount("ep_asks_60s") == 2 })
 	for _, tc := range []struct {
-		d    *sluicev1.Delivery
-		want time.Duration
-	}{{d1, 2 * time.Second}, {d2, 2 * step}} {
-		c := a.callTimes(tc.d.DeliveryId)
-		if gap := c[1].Sub(c[0]); gap < tc.want-5*time.Millisecond || gap > tc.want+1500*time.Millisecond {
-			t.Errorf("%s: retried after %v, want %v", tc.d.EndpointId, gap, tc.want)
-		}
+		desc, retryAfter string
+		want             time.Duration
+	}{
+		{"asked for more than the step", "2", 2 * time.Second},
+		{"asked for more than twice the step", "60", 2 * step},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			k := onePartition(t)
+			clock := newFakeClock()
+			clock.auto(t)
+			eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_asks", RetryScheduleMs: ms(step)})
+			a := newAttempter(clock)
+			a.failFirst["ep_asks"], a.status["ep_asks"], a.retryAfter["ep_asks"] = 1, 429, tc.retryAfter
+			dl := delivery("ep_asks")
+			produce(t, k, k.Names.Deliveries, dl)
+			opts := defaults(clock)
+			opts.Rand = steady
+			start(t, k, opts, eps, a)
+			waitFor(t, "the delivery", func() bool { return a.doneCount("ep_asks") == 1 })
+			c := a.callTimes(dl.DeliveryId)
+			if gap := c[1].Sub(c[0]); gap != tc.want {
+				t.Errorf("retried after %v, want %v", gap, tc.want)
+			}
+		})
 	}
 }
 
 // TestCircuitOpensAndClosesOnSchedule: an endpoint failing every request
 // opens its circuit after the minimum number of attempts; while open no
-// request is made (the attempt log says circuit_open) until one probe 2 s
-// later; once the endpoint answers again the probe closes the circuit, the
-// tenant hears it recovered, and every delivery arrives.
+// request is made (the attempt log says circuit_open) until one probe
+// OpenFor later, by the dispatcher's clock; the first probe fails and
+// reopens it, the second succeeds and closes it, the tenant hears it
+// recovered, and every delivery ends delivered or dead.
 func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	// One request at a time, so the 4th failure is the last request
 	// before the circuit opens.
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_cb", TenantId: "ten_test", MaxInFlight: 1,
 		RetryScheduleMs: ms(slices.Repeat([]time.Duration{500 * time.Millisecond}, 20)...)})
-	a := newAttempter()
-	a.down["ep_cb"] = true
+	a := newAttempter(clock)
+	// Four failures open the circuit; the fifth call, the first probe,
+	// fails too; then the endpoint answers.
+	a.failCalls["ep_cb"] = 5
 	var ds []*sluicev1.Delivery
 	for range 5 {
 		ds = append(ds, delivery("ep_cb"))
 	}
 	produce(t, k, k.Names.Deliveries, ds...)
-	opts := defaults()
+	opts := defaults(clock)
 	openFor := 2 * time.Second
 	opts.Breaker = retry.BreakerConfig{Window: time.Minute, MinAttempts: 4, FailureRatio: 0.7, OpenFor: openFor}
 	start(t, k, opts, eps, a)
 
-	calls := func() []time.Time {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return append([]time.Time(nil), a.started["ep_cb"]...)
-	}
-	// The 4th failure opens it; the next request is the probe, 2 s later.
-	waitFor(t, "a probe after the circuit opened", func() bool { return len(calls()) >= 5 })
-	c := calls()
-	if gap := c[4].Sub(c[3]); gap < openFor {
-		t.Fatalf("a request %v after the circuit opened, want none for %v", gap, openFor)
-	}
-	// The endpoint answers again: the next probe closes the circuit.
-	// Deliveries whose attempts ran out while it was open (each
-	// circuit_open counts) are dead-lettered; the rest arrive.
-	a.mu.Lock()
-	a.down["ep_cb"] = false
-	a.mu.Unlock()
-	var dead int
-	waitFor(t, "every delivery delivered or dead", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return len(a.done["ep_cb"]) > 0
-	})
-	time.Sleep(2 * time.Second)
-	dead = len(k.Read(t, k.Names.Dead, 0))
+	waitFor(t, "a delivery after the circuit closed", func() bool { return a.doneCount("ep_cb") > 0 })
+	settled(t, k)
+	dead := len(k.Read(t, k.Names.Dead, 0))
 	if got := a.doneCount("ep_cb"); got+dead != 5 {
 		t.Fatalf("%d delivered and %d dead of 5", got, dead)
+	}
+	a.mu.Lock()
+	c := slices.Clone(a.started["ep_cb"])
+	a.mu.Unlock()
+	// The 4th failure opens it; the next request is the probe, OpenFor
+	// later; it fails and the one after waits OpenFor again.
+	for _, i := range []int{4, 5} {
+		if gap := c[i].Sub(c[i-1]); gap < openFor {
+			t.Errorf("request %d came %v after request %d, with the circuit open for %v", i+1, gap, i, openFor)
+		}
 	}
 	t.Logf("%d delivered after the circuit closed, %d exhausted while it was open", a.doneCount("ep_cb"), dead)
 	// While it was open, deliveries kept moving without requests, and the
@@ -302,64 +301,21 @@ func TestCircuitOpensAndClosesOnSchedule(t *testing.T) {
 	}
 }
 
-// TestOrderedEndpointStaysInOrderWhileOthersFlow: every delivery to an
-// ordered endpoint fails twice; it receives them strictly one at a time in
-// partition order, each retried in place, while an endpoint sharing its
-// partition gets all its deliveries meanwhile.
-func TestOrderedEndpointStaysInOrderWhileOthersFlow(t *testing.T) {
-	k := onePartition(t)
-	eps := newEndpoints(
-		&sluicev1.Endpoint{Id: "ep_ordered", Ordered: true, MaxInFlight: 10,
-			RetryScheduleMs: ms(200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond)},
-		&sluicev1.Endpoint{Id: "ep_other"},
-	)
-	a := newAttempter()
-	a.failFirst["ep_ordered"] = 2
-	var ordered []string
-	var ds []*sluicev1.Delivery
-	for range 10 {
-		d := delivery("ep_ordered")
-		ordered = append(ordered, d.DeliveryId)
-		ds = append(ds, d)
-		for range 5 {
-			ds = append(ds, delivery("ep_other"))
-		}
-
-	}
-	produce(t, k, k.Names.Deliveries, ds...)
-	start(t, k, defaults(), eps, a)
-	waitFor(t, "the other endpoint's 50", func() bool { return a.doneCount("ep_other") == 50 })
-	if n := a.doneCount("ep_ordered"); n == 10 {
-		t.Fatal("the ordered endpoint finished before the other: the test proves nothing")
-	}
-	waitFor(t, "the ordered endpoint's 10", func() bool { return a.doneCount("ep_ordered") == 10 })
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.maxIn["ep_ordered"] != 1 {
-		t.Errorf("ordered endpoint had %d requests at once, want 1", a.maxIn["ep_ordered"])
-	}
-	// Calls: each delivery three times in a row, in partition order.
-	var want []string
-	for _, id := range ordered {
-		want = append(want, id, id, id)
-	}
-	if got := a.order["ep_ordered"]; fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("ordered endpoint called\n %v\nwant\n %v", got, want)
-	}
-}
-
 // TestAutoDisableAfterOnlyFailures: an endpoint that has only failed for
-// DisableAfter is disabled, with the reason.
+// DisableAfter, by the dispatcher's clock, is disabled, with the reason.
 func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	// Steps of a tier's delay (2 h), so each retry waits at its tier's head.
 	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_failing", TenantId: "ten_test",
-		RetryScheduleMs: ms(300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond,
-			300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond, 300*time.Millisecond)})
-	a := newAttempter()
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{2 * time.Hour}, 9)...)})
+	a := newAttempter(clock)
 	a.failFirst["ep_failing"] = -1
 	produce(t, k, k.Names.Deliveries, delivery("ep_failing"), delivery("ep_failing"))
-	opts := defaults()
-	opts.DisableAfter = 1500 * time.Millisecond
+	opts := defaults(clock)
+	opts.Rand = steady
+	opts.DisableAfter = 6 * time.Hour
 	opts.Breaker.MinAttempts = 1000 // keep the circuit out of it
 	start(t, k, opts, eps, a)
 	waitFor(t, "the endpoint to be disabled", func() bool {
@@ -367,8 +323,8 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
 	})
 	ep, _ := eps.Endpoint("ep_failing")
-	if !strings.HasPrefix(ep.DisabledReason, "no successful delivery since ") {
-		t.Fatalf("disabled with reason %q", ep.DisabledReason)
+	if want := "no successful delivery since " + epoch.Format(time.RFC3339) + " (6h0m0s of failures)"; ep.DisabledReason != want {
+		t.Fatalf("disabled with reason %q, want %q", ep.DisabledReason, want)
 	}
 	// Its deliveries end parked, none lost.
 	dead := decode(t, k.Read(t, k.Names.Dead, 2))
@@ -377,24 +333,169 @@ func TestAutoDisableAfterOnlyFailures(t *testing.T) {
 	}
 }
 
-// TestHopKeepsALongWaitFromHoldingATier: a record due in a minute in the
-// 5 s tier is appended to the tier again rather than held, so a record
-// behind it that is due goes at once.
-func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
+// TestARateLimitedProbeStillGoes (review M2): an endpoint limited to one
+// request per 100 s opens its circuit after two failures; when the circuit
+// lets a probe through, no token is there for it. The probe waits for the
+// next token instead of leaving the circuit half-open for good: it reaches
+// the receiver within a token's wait and OpenFor of the circuit opening,
+// succeeds and closes the circuit, and both deliveries arrive. Before, the
+// circuit stayed half-open, every delivery was failed as circuit_open
+// until its attempts ran out, and no probe was ever sent.
+func TestARateLimitedProbeStillGoes(t *testing.T) {
 	k := onePartition(t)
-	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_a"}, &sluicev1.Endpoint{Id: "ep_b"})
-	a := newAttempter()
-	later, now := delivery("ep_a"), delivery("ep_b")
-	later.NotBeforeMs = time.Now().Add(time.Minute).UnixMilli()
-	now.NotBeforeMs = time.Now().UnixMilli()
-	produce(t, k, k.Names.Retry[0], later, now)
-	d, _ := start(t, k, defaults(), eps, a)
-	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
-	if a.doneCount("ep_a") != 0 {
-		t.Fatal("the record due in a minute was attempted")
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_slow_rate", TenantId: "ten_test", RateLimit: 0.01,
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{time.Second}, 20)...)})
+	a := newAttempter(clock)
+	a.failCalls["ep_slow_rate"] = 2
+	produce(t, k, k.Names.Deliveries, delivery("ep_slow_rate"), delivery("ep_slow_rate"))
+	opts := defaults(clock)
+	opts.Rand = steady
+	openFor := time.Second
+	opts.Breaker = retry.BreakerConfig{Window: time.Hour, MinAttempts: 2, FailureRatio: 0.5, OpenFor: openFor}
+	start(t, k, opts, eps, a)
+	waitFor(t, "a probe after the circuit opened", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.started["ep_slow_rate"]) >= 3
+	})
+	a.mu.Lock()
+	c := slices.Clone(a.started["ep_slow_rate"])
+	a.mu.Unlock()
+	if gap, most := c[2].Sub(c[1]), 100*time.Second+openFor; gap > most {
+		t.Errorf("the probe went %v after the circuit opened, want at most a token's wait and OpenFor (%v)", gap, most)
 	}
-	if d.Stats().Hops == 0 {
-		t.Fatal("the long wait was not hopped")
+	waitFor(t, "both deliveries", func() bool { return a.doneCount("ep_slow_rate") == 2 })
+	if ev := opEvents(t, k, dispatch.EventEndpointRecovered, 1); len(ev) != 1 {
+		t.Fatalf("recovered events %v", ev)
+	}
+}
+
+// TestReenablingStartsTheFailureClockAfresh (review B1): an endpoint that
+// only failed for DisableAfter is disabled; enabled again (the API clears
+// its failing_since), it fails once and is not disabled again for the old
+// run of failures, and its delivery arrives at the retry. Before, the
+// sender's own memory of the run survived the enable, and the first
+// failure disabled the endpoint again, dated days back.
+func TestReenablingStartsTheFailureClockAfresh(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	enabled := &sluicev1.Endpoint{Id: "ep_back", TenantId: "ten_test",
+		RetryScheduleMs: ms(slices.Repeat([]time.Duration{2 * time.Hour}, 9)...)}
+	eps := newEndpoints(proto.CloneOf(enabled))
+	a := newAttempter(clock)
+	a.failFirst["ep_back"] = -1
+	produce(t, k, k.Names.Deliveries, delivery("ep_back"))
+	opts := defaults(clock)
+	opts.Rand = steady
+	opts.DisableAfter = 6 * time.Hour
+	opts.Breaker.MinAttempts = 1000
+	d, _ := start(t, k, opts, eps, a)
+	waitFor(t, "the endpoint to be disabled", func() bool {
+		ep, _ := eps.Endpoint("ep_back")
+		return ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED
+	})
+	k.Read(t, k.Names.Dead, 1) // its delivery, parked
+	before := d.Stats()
+
+	// Enabled again, as the API does it; the next delivery fails once.
+	eps.mu.Lock()
+	eps.m["ep_back"] = proto.CloneOf(enabled)
+	eps.mu.Unlock()
+	a.mu.Lock()
+	a.failFirst["ep_back"] = 1
+	a.mu.Unlock()
+	again := delivery("ep_back")
+	produce(t, k, k.Names.Deliveries, again)
+	waitFor(t, "its first attempt", func() bool { return d.Stats().Attempts > before.Attempts })
+	if s := d.Stats(); s.Disabled != before.Disabled {
+		t.Fatalf("disabled %d times after the enable and one failure, want none", s.Disabled-before.Disabled)
+	}
+	waitFor(t, "the delivery at its retry", func() bool { return a.doneCount("ep_back") == 1 })
+	if ep, _ := eps.Endpoint("ep_back"); ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
+		t.Fatalf("endpoint disabled again: %s", ep.DisabledReason)
+	}
+}
+
+// TestALongWaitHoldsItsTierOneDelayThenHops: a record due in a minute in
+// the 5 s tier holds the partition for one tier delay, then is appended to
+// the tier again; a record behind it that is due goes then, 5 s late at
+// most.
+func TestALongWaitHoldsItsTierOneDelayThenHops(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_a"}, &sluicev1.Endpoint{Id: "ep_b"})
+	a := newAttempter(clock)
+	later, now := delivery("ep_a"), delivery("ep_b")
+	later.NotBeforeMs = epoch.Add(time.Minute).UnixMilli()
+	now.NotBeforeMs = epoch.UnixMilli()
+	produce(t, k, k.Names.Retry[0], later, now)
+	d, _ := start(t, k, defaults(clock), eps, a)
+	waitFor(t, "both records taken", func() bool { return d.Stats().Taken == 2 })
+	if s := d.Stats(); s.Hops != 0 || a.doneCount("ep_b") != 0 {
+		t.Fatalf("stats %+v, %d attempts behind: want the head held, nothing hopped yet", s, a.doneCount("ep_b"))
+	}
+	clock.Advance(topics.RetryTiers[0])
+	waitFor(t, "the due record", func() bool { return a.doneCount("ep_b") == 1 })
+	if at := a.callTimes(now.DeliveryId)[0]; !at.Equal(epoch.Add(topics.RetryTiers[0])) {
+		t.Errorf("the due record went %v after the start, want one tier delay (5s)", at.Sub(epoch))
+	}
+	if s := d.Stats(); s.Hops != 1 || a.doneCount("ep_a") != 0 {
+		t.Fatalf("stats %+v, the later record attempted %d times: want one hop and no attempt", s, a.doneCount("ep_a"))
+	}
+}
+
+// TestAFarDueTimeHopsOncePerTierDelay (review H6): a record in the 5 s
+// tier due in 30 s, alone on its partition, is held a tier delay at a time
+// between hops, so it hops at most 30/5 times and goes exactly when due.
+// Before, it was appended again as soon as it was read: on a quiet
+// partition a loop of writes as fast as the broker answered, which never
+// let the (fake) clock reach its due time.
+func TestAFarDueTimeHopsOncePerTierDelay(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_far"})
+	a := newAttempter(clock)
+	far := delivery("ep_far")
+	due := epoch.Add(30 * time.Second)
+	far.NotBeforeMs = due.UnixMilli()
+	produce(t, k, k.Names.Retry[0], far)
+	d, _ := start(t, k, defaults(clock), eps, a)
+	waitFor(t, "the far record", func() bool { return a.doneCount("ep_far") == 1 })
+	if at := a.callTimes(far.DeliveryId)[0]; !at.Equal(due) {
+		t.Errorf("attempted %v after the start, want when due (30s)", at.Sub(epoch))
+	}
+	if hops := d.Stats().Hops; hops < 1 || hops > 6 {
+		t.Errorf("%d hops over a 30 s wait in the 5 s tier, want 1 to 6", hops)
+	}
+}
+
+// TestALongRetryAfterHopsInSingleDigits (review H6): a receiver answers 429
+// with Retry-After: 600 twice. Clamped to twice the step, the waits are
+// 10 s (in the 5 s tier) and 10 min (in the 5 min tier): each is held a tier
+// delay, hops, and goes exactly when due.
+func TestALongRetryAfterHopsInSingleDigits(t *testing.T) {
+	k := onePartition(t)
+	clock := newFakeClock()
+	clock.auto(t)
+	eps := newEndpoints(&sluicev1.Endpoint{Id: "ep_busy"})
+	a := newAttempter(clock)
+	a.failFirst["ep_busy"], a.status["ep_busy"], a.retryAfter["ep_busy"] = 2, 429, "600"
+	dl := delivery("ep_busy")
+	produce(t, k, k.Names.Deliveries, dl)
+	opts := defaults(clock)
+	opts.Rand = steady
+	d, _ := start(t, k, opts, eps, a)
+	waitFor(t, "the delivery", func() bool { return a.doneCount("ep_busy") == 1 })
+	c := a.callTimes(dl.DeliveryId)
+	if len(c) != 3 || c[1].Sub(c[0]) != 10*time.Second || c[2].Sub(c[1]) != 10*time.Minute {
+		t.Errorf("attempts at %v, want 10 s then 10 min apart", c)
+	}
+	if hops := d.Stats().Hops; hops > 9 {
+		t.Errorf("%d hops, want single digits", hops)
 	}
 }
 
@@ -403,6 +504,8 @@ func TestHopKeepsALongWaitFromHoldingATier(t *testing.T) {
 // or is in sluice.dead with a reason — never both, never neither.
 func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 	k := testenv.NewKafka(t)
+	clock := newFakeClock()
+	clock.auto(t)
 	short := ms(200*time.Millisecond, 200*time.Millisecond)
 	eps := newEndpoints(
 		&sluicev1.Endpoint{Id: "ep_healthy", RetryScheduleMs: short},
@@ -410,7 +513,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 		&sluicev1.Endpoint{Id: "ep_failing", RetryScheduleMs: short},
 		&sluicev1.Endpoint{Id: "ep_gone", RetryScheduleMs: short},
 	)
-	a := newAttempter()
+	a := newAttempter(clock)
 	a.failFirst["ep_flaky"] = 1
 	a.failFirst["ep_failing"] = -1
 	a.failFirst["ep_gone"], a.status["ep_gone"] = -1, 410
@@ -421,7 +524,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 		}
 	}
 	produce(t, k, k.Names.Deliveries, ds...)
-	opts := defaults()
+	opts := defaults(clock)
 	opts.Breaker.MinAttempts = 1000
 	start(t, k, opts, eps, a)
 	// 25 failing + 25 to the gone endpoint end dead.
@@ -436,7 +539,7 @@ func TestEveryDeliveryEndsDeliveredOrDead(t *testing.T) {
 	waitFor(t, "the deliveries that succeed", func() bool {
 		return a.doneCount("ep_healthy")+a.doneCount("ep_flaky") == 50
 	})
-	time.Sleep(time.Second)
+	settled(t, k)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delivered, parked := 0, 0

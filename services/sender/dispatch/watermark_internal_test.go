@@ -22,6 +22,9 @@ func TestWatermark(t *testing.T) {
 		{desc: "all finished with skips", take: []int64{10, 12, 15}, finish: []int64{15, 12, 10}, want: 16},
 		{desc: "an unknown offset is ignored", take: []int64{1, 2}, finish: []int64{3, 0}, want: 1},
 		{desc: "finishing twice is harmless", take: []int64{1, 2, 3}, finish: []int64{1, 1, 2}, want: 3},
+		{desc: "an offset taken below the last (a re-read) holds the mark", take: []int64{5, 8, 3, 6}, finish: []int64{5, 8}, want: 3},
+		{desc: "re-read offsets finish in place", take: []int64{5, 8, 3, 6}, finish: []int64{3, 5}, want: 6},
+		{desc: "all finished after a re-read", take: []int64{5, 8, 3, 6}, finish: []int64{8, 6, 5, 3}, want: 9},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			w := newWatermark()
@@ -117,4 +120,27 @@ func TestBucketHoldsTheRate(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBucketWaitNeverNegative (review M1): a rate so small that the wait
+// for a token overflows a Duration (below about 1.1e-10/s) waits the most
+// the bucket waits, 24 h, instead of a negative wait firing its timer at
+// once, over and over; and a wait never drops below 1 ms.
+func TestBucketWaitNeverNegative(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, rate := range []float64{1e-12, 1e-300, 1e-9} {
+		var b bucket
+		b.setRate(rate)
+		b.take(t0)
+		if w := b.wait(t0); w <= 0 || w > 24*time.Hour {
+			t.Errorf("rate %v/s: wait %v, want within (0, 24h]", rate, w)
+		}
+	}
+	var b bucket
+	b.setRate(1e9) // a token every nanosecond: still a timer of 1 ms at least
+	for b.take(t0) {
+	}
+	if w := b.wait(t0); w != time.Millisecond {
+		t.Errorf("rate 1e9/s: wait %v, want 1ms", w)
+	}
 }

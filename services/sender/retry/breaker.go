@@ -58,32 +58,60 @@ func NewBreaker(cfg BreakerConfig) *Breaker {
 	return &Breaker{cfg: cfg, width: max(cfg.Window/buckets, time.Millisecond)}
 }
 
-// Allow reports whether a request may go now. An open breaker lets one
-// probe through once OpenFor has passed; until the probe's result is
-// recorded, nothing else passes.
-func (b *Breaker) Allow(now time.Time) bool {
+// Pass is what Allow lets through.
+type Pass int
+
+const (
+	// Normal: the circuit is closed; an ordinary request. The zero value,
+	// also for requests the breaker is not asked about.
+	Normal Pass = iota
+	// Probe: the one request whose answer decides whether the circuit
+	// closes again.
+	Probe
+	// Refused: the circuit is open; no request.
+	Refused
+)
+
+// Allow says whether a request may go now. An open breaker lets one probe
+// through once OpenFor has passed; until the probe's result is recorded
+// (or the probe is released), nothing else passes.
+func (b *Breaker) Allow(now time.Time) Pass {
 	switch b.state {
 	case open:
 		if now.Sub(b.openedAt) < b.cfg.OpenFor {
-			return false
+			return Refused
 		}
 		b.state, b.probing = halfOpen, true
-		return true
+		return Probe
 	case halfOpen:
 		if b.probing {
-			return false
+			return Refused
 		}
 		b.probing = true
-		return true
+		return Probe
 	default:
-		return true
+		return Normal
 	}
 }
 
-// Record counts the result of a request that Allow let through.
-func (b *Breaker) Record(now time.Time, ok bool) Transition {
-	switch b.state {
-	case halfOpen:
+// Release gives back a probe Allow let through but that was not sent (no
+// rate-limit token): the next Allow lets a probe through again. Without it
+// the breaker would wait for a result that never comes, refusing
+// everything (review M2).
+func (b *Breaker) Release() {
+	if b.state == halfOpen && b.probing {
+		b.state, b.probing = open, false
+	}
+}
+
+// Record counts the result of a request that Allow let through as pass.
+// Only the probe's own result decides a half-open circuit: a request let
+// through before the circuit opened can answer after OpenFor (endpoint
+// timeouts go up to 60 s, OpenFor defaults to 30 s), and its answer says
+// nothing of the endpoint now (review B4).
+func (b *Breaker) Record(now time.Time, pass Pass, ok bool) Transition {
+	switch {
+	case b.state == halfOpen && pass == Probe:
 		b.probing = false
 		if ok {
 			b.state = closed
@@ -92,7 +120,7 @@ func (b *Breaker) Record(now time.Time, ok bool) Transition {
 		}
 		b.state, b.openedAt = open, now
 		return Opened
-	case open:
+	case b.state != closed || pass == Probe:
 		return Unchanged // a request started before the circuit opened
 	}
 	slot := now.UnixNano() / int64(b.width)

@@ -53,10 +53,10 @@ func Jitter(d time.Duration, u float64) time.Duration {
 }
 
 // Tier is the retry topic a wait of d goes to: the longest tier delay not
-// longer than d (the first tier for shorter waits). A record waits at the
-// head of its tier partition at most until the next tier's delay, so a
-// tier's consumer is never held by one record much longer than its own
-// delay (see Hop).
+// longer than d (the first tier for shorter waits). A wait longer than its
+// tier's delay plus jitter is held at the head of its tier partition for
+// one delay at a time (see Hop), so a tier's consumer is never held by one
+// record much longer than its own delay.
 func Tier(d time.Duration) int {
 	t := 0
 	for i, td := range topics.RetryTiers {
@@ -67,11 +67,13 @@ func Tier(d time.Duration) int {
 	return t
 }
 
-// Hop reports whether a record due after wait, read from tier, should be
-// appended to its tier again rather than held at the head of the partition:
-// it would otherwise hold every record behind it for longer than the tier's
-// delay plus jitter. Records re-appended come round again; a wait of 4 min
-// in the 5 s tier hops about 48 times, each a small write.
+// Hop reports whether a record due after wait, read from tier, must move
+// on rather than be held at the head of the partition until due: it would
+// hold every record behind it for longer than the tier's delay plus
+// jitter. The dispatcher then holds it one tier delay from when it was
+// read and appends it to the tier that best fits the wait left (Tier), so
+// a wait of 4 min in the 5 s tier (custom schedules put waits between
+// tiers) hops about 48 times, one small write every 5 s.
 func Hop(tier int, wait time.Duration) bool {
 	return wait > time.Duration(float64(topics.RetryTiers[tier])*(1+JitterFraction))
 }

@@ -197,10 +197,10 @@ func TestBreakerOpensAndClosesOnSchedule(t *testing.T) {
 	b := retry.NewBreaker(cfg)
 	step := func(ok bool) retry.Transition {
 		now = now.Add(time.Second)
-		if !b.Allow(now) {
-			t.Fatalf("at %v: request refused while closed", now)
+		if p := b.Allow(now); p != retry.Normal {
+			t.Fatalf("at %v: %v while closed, want Normal", now, p)
 		}
-		return b.Record(now, ok)
+		return b.Record(now, retry.Normal, ok)
 	}
 	// 9 failures: below the 10-attempt minimum, stays closed.
 	for i := range 9 {
@@ -214,34 +214,85 @@ func TestBreakerOpensAndClosesOnSchedule(t *testing.T) {
 	}
 	opened := now
 	for _, after := range []time.Duration{time.Second, 29 * time.Second} {
-		if b.Allow(opened.Add(after)) {
+		if b.Allow(opened.Add(after)) != retry.Refused {
 			t.Fatalf("%v after opening: a request passed", after)
 		}
 	}
 	// At 30 s exactly one probe passes.
 	probeAt := opened.Add(30 * time.Second)
-	if !b.Allow(probeAt) {
+	if b.Allow(probeAt) != retry.Probe {
 		t.Fatal("no probe 30 s after opening")
 	}
-	if b.Allow(probeAt) {
+	if b.Allow(probeAt) != retry.Refused {
 		t.Fatal("a second request passed while the probe is out")
 	}
 	// The probe fails: open for another 30 s.
-	if tr := b.Record(probeAt, false); tr != retry.Opened {
+	if tr := b.Record(probeAt, retry.Probe, false); tr != retry.Opened {
 		t.Fatalf("failed probe: %v, want Opened", tr)
 	}
-	if b.Allow(probeAt.Add(10 * time.Second)) {
+	if b.Allow(probeAt.Add(10*time.Second)) != retry.Refused {
 		t.Fatal("passed 10 s after a failed probe")
 	}
 	probe2 := probeAt.Add(30 * time.Second)
-	if !b.Allow(probe2) {
+	if b.Allow(probe2) != retry.Probe {
 		t.Fatal("no second probe")
 	}
-	if tr := b.Record(probe2, true); tr != retry.Closed {
+	if tr := b.Record(probe2, retry.Probe, true); tr != retry.Closed {
 		t.Fatalf("successful probe: %v, want Closed", tr)
 	}
-	if !b.Allow(probe2.Add(time.Millisecond)) || !b.Allow(probe2.Add(2*time.Millisecond)) {
+	if b.Allow(probe2.Add(time.Millisecond)) != retry.Normal || b.Allow(probe2.Add(2*time.Millisecond)) != retry.Normal {
 		t.Fatal("closed breaker refuses requests")
+	}
+}
+
+// TestBreakerHalfOpenIsDecidedByTheProbe (review B4): a request let
+// through before the circuit opened answers while the probe is out; its
+// answer, success or failure, changes nothing. The probe's own answer
+// decides.
+func TestBreakerHalfOpenIsDecidedByTheProbe(t *testing.T) {
+	cfg := retry.BreakerConfig{Window: time.Minute, MinAttempts: 2, FailureRatio: 0.5, OpenFor: 30 * time.Second}
+	now := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	for _, late := range []bool{true, false} {
+		b := retry.NewBreaker(cfg)
+		slow := b.Allow(now) // answered only after the circuit opened
+		b.Allow(now)
+		b.Allow(now)
+		b.Record(now, retry.Normal, false)
+		if tr := b.Record(now, retry.Normal, false); tr != retry.Opened {
+			t.Fatalf("2 failures of 2: %v, want Opened", tr)
+		}
+		probeAt := now.Add(cfg.OpenFor)
+		if b.Allow(probeAt) != retry.Probe {
+			t.Fatal("no probe after OpenFor")
+		}
+		if tr := b.Record(probeAt.Add(time.Second), slow, late); tr != retry.Unchanged {
+			t.Fatalf("a late answer (ok %v) of a request from before the circuit opened: %v, want Unchanged", late, tr)
+		}
+		if b.Allow(probeAt.Add(time.Second)) != retry.Refused {
+			t.Fatal("a request passed while the probe is out")
+		}
+		if tr := b.Record(probeAt.Add(2*time.Second), retry.Probe, true); tr != retry.Closed {
+			t.Fatalf("the probe's success: %v, want Closed", tr)
+		}
+	}
+}
+
+// TestBreakerReleasedProbeIsOfferedAgain (review M2): a probe that could not
+// be sent (no rate-limit token) is released, and the next Allow offers the
+// probe again instead of refusing everything.
+func TestBreakerReleasedProbeIsOfferedAgain(t *testing.T) {
+	cfg := retry.BreakerConfig{Window: time.Minute, MinAttempts: 1, FailureRatio: 0.5, OpenFor: time.Second}
+	now := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
+	b := retry.NewBreaker(cfg)
+	b.Allow(now)
+	b.Record(now, retry.Normal, false)
+	at := now.Add(cfg.OpenFor)
+	if b.Allow(at) != retry.Probe {
+		t.Fatal("no probe after OpenFor")
+	}
+	b.Release()
+	if p := b.Allow(at.Add(time.Minute)); p != retry.Probe {
+		t.Fatalf("after releasing the probe: %v, want a probe again", p)
 	}
 }
 
@@ -253,25 +304,25 @@ func TestBreakerThresholdAndWindow(t *testing.T) {
 		// 30 successes then 69 failures: 69.7 %, closed; the 70th
 		// failure makes 70 of 100 and opens it.
 		for range 30 {
-			b.Record(now, true)
+			b.Record(now, retry.Normal, true)
 		}
 		for range 69 {
-			if b.Record(now, false) == retry.Opened {
+			if b.Record(now, retry.Normal, false) == retry.Opened {
 				t.Fatal("opened below 70 %")
 			}
 		}
-		if tr := b.Record(now, false); tr != retry.Opened {
+		if tr := b.Record(now, retry.Normal, false); tr != retry.Opened {
 			t.Fatal("did not open at 70 of 100")
 		}
 	})
 	t.Run("old failures leave the window", func(t *testing.T) {
 		b := retry.NewBreaker(cfg)
 		for range 9 {
-			b.Record(now, false)
+			b.Record(now, retry.Normal, false)
 		}
 		// Six minutes later the nine are out of the window: one more
 		// failure is 1 of 1, below the minimum.
-		if tr := b.Record(now.Add(6*time.Minute), false); tr != retry.Unchanged {
+		if tr := b.Record(now.Add(6*time.Minute), retry.Normal, false); tr != retry.Unchanged {
 			t.Fatal("failures older than the window counted")
 		}
 	})
