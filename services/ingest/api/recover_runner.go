@@ -77,9 +77,10 @@ type RecoverRunnerOptions struct {
 	Store JobStore
 	// Dead reads the dead-letter topic.
 	Dead DeadLetterReader
-	// Sink produces the re-sent deliveries to Topic, the deliveries topic.
-	Sink  EventSink
-	Topic string
+	// Sink produces the re-sent deliveries to Topic, the deliveries topic,
+	// or OrderedTopic for an ordered endpoint (see DeliveriesOptions).
+	Sink                EventSink
+	Topic, OrderedTopic string
 	// Owner names this replica in the jobs it runs; empty makes one from
 	// the host name and a random suffix, unique per process.
 	Owner string
@@ -490,7 +491,8 @@ func (rr *RecoverRunner) recoverOne(ctx context.Context, job *sluicev1.RecoverJo
 		job.Status, job.Error = sluicev1.RecoverJobStatus_RECOVER_JOB_STATUS_FAILED, fmt.Sprintf("encoding a delivery: %v", err)
 		return jobFinished
 	}
-	out := &kgo.Record{Topic: rr.opts.Topic, Key: []byte(d.EndpointId), Value: b}
+	out := &kgo.Record{Topic: deliveryTopic(rr.opts.Store, d.EndpointId, rr.opts.Topic, rr.opts.OrderedTopic),
+		Key: []byte(d.EndpointId), Value: b}
 	for {
 		err := rr.opts.Sink.Publish(ctx, out)
 		switch {

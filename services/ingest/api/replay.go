@@ -24,8 +24,10 @@ import (
 type DeliveriesOptions struct {
 	// Sink produces to the deliveries topic (acks=all).
 	Sink EventSink
-	// Topic is the deliveries topic.
-	Topic string
+	// Topic is the deliveries topic; OrderedTopic the topic of ordered
+	// endpoints' deliveries (sluice.ordered), the only one the sender sends
+	// them from. Empty means Topic.
+	Topic, OrderedTopic string
 	// Dead finds where recover jobs read the dead-letter topic.
 	Dead DeadLetters
 	// MaxRecover bounds the deliveries one recover job re-sends; zero or
@@ -167,14 +169,28 @@ func (a *API) replayEvent(r *request) {
 	writeJSON(r.RequestCtx, fasthttp.StatusAccepted, out)
 }
 
-// publishDelivery produces d to the deliveries topic, keyed by endpoint as
-// the router does.
+// publishDelivery produces d to its endpoint's deliveries topic, keyed by
+// endpoint as the router does.
 func (a *API) publishDelivery(ctx context.Context, d *sluicev1.Delivery) error {
 	b, err := proto.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("encoding delivery %s: %w", d.DeliveryId, err)
 	}
-	return a.opts.Deliveries.Sink.Publish(ctx, &kgo.Record{Topic: a.opts.Deliveries.Topic, Key: []byte(d.EndpointId), Value: b})
+	topic := deliveryTopic(a.store, d.EndpointId, a.opts.Deliveries.Topic, a.opts.Deliveries.OrderedTopic)
+	return a.opts.Deliveries.Sink.Publish(ctx, &kgo.Record{Topic: topic, Key: []byte(d.EndpointId), Value: b})
+}
+
+// deliveryTopic is where a delivery to endpoint goes: the ordered topic
+// for an ordered endpoint, when there is one, else the deliveries topic.
+// The sender moves a delivery it finds on the wrong one, so a change of
+// the endpoint in between costs a hop, not its order.
+func deliveryTopic(store interface {
+	Get(string) (*sluicev1.ConfigRecord, bool)
+}, endpoint, topic, ordered string) string {
+	if rec, ok := store.Get(endpoint); ok && ordered != "" && rec.GetEndpoint().GetOrdered() {
+		return ordered
+	}
+	return topic
 }
 
 // KafkaDeadLetters reads the dead-letter topic: Bounds for the API, a

@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer ln.Close()
 
 	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
-		return service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Dead)
+		return service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Ordered, names.Dead)
 	}); err != nil {
 		return nil // stopped while waiting
 	}
@@ -115,7 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Events:       events,
 		Tenants:      api.TenantLimits{MaxEndpoints: cfg.Tenants.MaxEndpoints, EventsPerSecond: cfg.Tenants.EventsPerSecond},
 		Log:          logquery.New(chConn, cfg.ClickHouse.Database),
-		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries,
+		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries, OrderedTopic: names.Ordered,
 			Dead: dead, MaxRecoverJobs: cfg.Tenants.MaxRecoverJobs},
 	}, rt.Log).Handler()
 
@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// shutdown the runner saves its jobs' progress and releases them, and
 	// a config write needs the view to read it back.
 	recoverJobs := api.NewRecoverRunner(api.RecoverRunnerOptions{Store: store, Dead: dead,
-		Sink: api.NewKafkaSink(producer), Topic: names.Deliveries}, rt.Log.With("component", "recover"))
+		Sink: api.NewKafkaSink(producer), Topic: names.Deliveries, OrderedTopic: names.Ordered}, rt.Log.With("component", "recover"))
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopStore()
 	workers := []func(context.Context) error{
@@ -264,7 +264,7 @@ func routerWorker(cfg Config, names topics.Names, store *configstore.Store, rt *
 	stage *health.Stage, recordKey []byte) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if err := service.Await(ctx, stage, rt.Log, "router topics", func(ctx context.Context) error {
-			if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.EventsRejected, names.Deliveries,
+			if err := service.RequireTopics(ctx, cfg.Kafka, names.Events, names.EventsRejected, names.Deliveries, names.Ordered,
 				names.Dead, names.EventLog, names.Dedup); err != nil {
 				return err
 			}

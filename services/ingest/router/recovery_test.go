@@ -282,3 +282,23 @@ func TestRouterReportsAShortDedupWindow(t *testing.T) {
 		t.Errorf("sluice.dedup.effective_window = %v s, want one value below the 24 h window", window)
 	}
 }
+
+// TestOrderedEndpointsGoToTheOrderedTopic: the router routes an ordered
+// endpoint's deliveries to sluice.ordered, where the sender reads them as
+// lanes, and the others to sluice.deliveries.
+func TestOrderedEndpointsGoToTheOrderedTopic(t *testing.T) {
+	k := testenv.NewKafka(t, testenv.WithPartitions(topics.Partitions{
+		Events: 1, Deliveries: 1, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}))
+	store := openStore(t, k)
+	putEndpoint(t, store, &sluicev1.Endpoint{Id: "ep_fifo", TenantId: "ten_a", Ordered: true})
+	putEndpoint(t, store, &sluicev1.Endpoint{Id: "ep_any", TenantId: "ten_a"})
+	r, _, _ := runRouter(t, store, routerOptions(k, k.Prefix+"router"))
+	produce(t, k, event(k.Names.Events, "ten_a", "order.created", "evt_1", `{}`))
+	waitFor(t, 30*time.Second, "the event routed", func() bool { return r.Stats().Deliveries == 2 })
+	if got := deliveries(t, k.Read(t, k.Names.Ordered, 1)); strings.Join(got, " ") != "evt_1→ep_fifo" {
+		t.Fatalf("ordered topic holds %v", got)
+	}
+	if got := deliveries(t, k.Read(t, k.Names.Deliveries, 1)); strings.Join(got, " ") != "evt_1→ep_any" {
+		t.Fatalf("deliveries topic holds %v", got)
+	}
+}

@@ -831,6 +831,11 @@ func (r *Router) fanOut(ctx context.Context, src *kgo.Record, b *batch, ev *slui
 			EventReceivedAtMs: ev.ReceivedAtMs, Data: ev.Data, Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
 		}
 		topic := r.opts.Names.Deliveries
+		if ep.Ordered {
+			// The sender sends an ordered endpoint's deliveries from this
+			// topic only, where they keep their order per endpoint.
+			topic = r.opts.Names.Ordered
+		}
 		if ep.Status == sluicev1.EndpointStatus_ENDPOINT_STATUS_DISABLED {
 			// Parked, never dropped: recover re-sends it once re-enabled.
 			topic, d.DeadReason = r.opts.Names.Dead, "endpoint disabled: "+ep.DisabledReason
