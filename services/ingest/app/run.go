@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	dead := api.KafkaDeadLetters{Kafka: cfg.Kafka, Topic: names.Dead}
 	handler := api.New(store, box, api.Options{
 		ConfigReady: func() error { return store.Ready(ctx) },
-		AdminKey: cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
+		AdminKey:    cfg.AdminKey, RequireHTTPS: cfg.RequireHTTPS, RotationGrace: cfg.RotationGrace,
 		// A config write is a few Kafka round trips; 10 s covers a leader
 		// election, after which the client is told to retry.
 		WriteTimeout: 10 * time.Second,
