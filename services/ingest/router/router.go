@@ -172,9 +172,11 @@ type partition struct {
 }
 
 // Stats count what the router did, for tests and metrics. Continued counts
-// the continuation records written for fan-outs split across transactions.
+// the continuation records written for fan-outs split across transactions;
+// MaxTxnBytes is the most bytes one committed transaction produced.
 type Stats struct {
 	Events, Deliveries, Parked, Rejected, Duplicates, Aborted, Continued int64
+	MaxTxnBytes                                                          int64
 }
 
 // New builds a router over index. Run starts it.
@@ -579,6 +581,7 @@ func (r *Router) Run(ctx context.Context) error {
 			r.stats.Rejected += b.rejected
 			r.stats.Duplicates += b.duplicates
 			r.stats.Continued += b.continued
+			r.stats.MaxTxnBytes = max(r.stats.MaxTxnBytes, int64(b.bytes))
 			for p, offs := range b.rejectedPoison {
 				for _, o := range offs {
 					delete(r.poison[p], o)
