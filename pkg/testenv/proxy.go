@@ -3,8 +3,6 @@ package testenv
 import (
 	"io"
 	"net"
-	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,46 +119,4 @@ func (p *Proxy) close() {
 	p.ln.Close()
 	p.SetCut(true)
 	p.wg.Wait()
-}
-
-// FreeAddr is a 127.0.0.1 address nothing listens on right now, for a
-// service's API or ops listener.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// Probe GETs http://addr+path and returns the status code and body; code 0
-// when nothing answers.
-func Probe(addr, path string) (int, string) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-// WaitProbe polls addr+path until the answer has status code and its body
-// contains want, failing the test after within.
-func WaitProbe(t testing.TB, addr, path string, code int, want string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got, body := Probe(addr, path)
-		if got == code && strings.Contains(body, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s%s answered %d %s for %v; want %d containing %q", addr, path, got, body, within, code, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -253,16 +253,7 @@ func TestRunWaitsForMissingTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg) }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	})
+	svc := testenv.StartService(t, func(ctx context.Context) error { return app.Run(ctx, cfg) }, cfg.ShutdownBudget())
 
 	testenv.WaitProbe(t, ops, "/readyz", 503, "waiting: kafka topics", 30*time.Second)
 	_, body := testenv.Probe(ops, "/readyz")
@@ -274,11 +265,7 @@ func TestRunWaitsForMissingTopics(t *testing.T) {
 	if code, body := testenv.Probe(ops, "/healthz"); code != 200 {
 		t.Fatalf("healthz while waiting for topics = %d %s", code, body)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned while its topics were missing: %v", err)
-	default:
-	}
+	svc.FailIfExited(t)
 
 	names := topics.NewNames(prefix)
 	t.Cleanup(func() { _ = kafkax.DeleteTopics(context.Background(), k.Admin, names.All()...) })
@@ -289,15 +276,5 @@ func TestRunWaitsForMissingTopics(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.WaitProbe(t, ops, "/readyz", 200, "ready", 90*time.Second)
-
-	stopped = true
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v after cancel, want nil", err)
-		}
-	case <-time.After(cfg.ShutdownBudget()):
-		t.Fatalf("Run did not return within %v of cancel", cfg.ShutdownBudget())
-	}
+	svc.Stop(t)
 }

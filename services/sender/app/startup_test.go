@@ -29,37 +29,14 @@ func TestSenderStartsWhileKafkaIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg) }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancel()
-			<-done
-		}
-	})
+	svc := testenv.StartService(t, func(ctx context.Context) error { return app.Run(ctx, cfg) }, cfg.ShutdownBudget())
 
 	testenv.WaitProbe(t, ops, "/readyz", 503, "waiting: kafka topics", 30*time.Second)
 	if code, body := testenv.Probe(ops, "/healthz"); code != 200 {
 		t.Fatalf("healthz while waiting for Kafka = %d %s", code, body)
 	}
-	select {
-	case err := <-done:
-		t.Fatalf("Run returned while Kafka was down: %v", err)
-	default:
-	}
+	svc.FailIfExited(t)
 	proxy.SetCut(false)
 	testenv.WaitProbe(t, ops, "/readyz", 200, "ready", 60*time.Second)
-
-	stopped = true
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run after cancel = %v", err)
-		}
-	case <-time.After(cfg.ShutdownBudget()):
-		t.Fatalf("Run did not return within %v of cancel", cfg.ShutdownBudget())
-	}
+	svc.Stop(t)
 }
