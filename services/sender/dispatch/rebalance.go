@@ -80,10 +80,21 @@ func (d *Dispatcher) revoked(ctx context.Context, cl *kgo.Client, revoked map[st
 	d.waitIdle(graceCtx, ps)
 	cancel()
 	d.forget(ps)
-	if err := cl.CommitMarkedOffsets(ctx); err != nil {
+	// The one wait in a group callback, and a bounded one: franz-go asks
+	// for the commit of revoked partitions here, before they move. A broker
+	// that does not answer costs at most revokeCommitTimeout; the next
+	// owner then redoes what was not committed.
+	cctx, cancel := context.WithTimeout(ctx, revokeCommitTimeout)
+	defer cancel()
+	if err := cl.CommitMarkedOffsets(cctx); err != nil {
 		d.log.Warn("committing revoked partitions", "err", err)
 	}
 }
+
+// revokeCommitTimeout bounds the commit of revoked partitions: a commit is
+// one round trip, and revoke-grace (at most 45 s) plus this stays under
+// franz-go's 60 s rebalance timeout.
+const revokeCommitTimeout = 10 * time.Second
 
 // lost gives partitions up without committing: the group has already
 // handed them to someone else.
