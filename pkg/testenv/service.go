@@ -77,6 +77,9 @@ func StartService(t testing.TB, run func(context.Context) error, budget time.Dur
 	return s
 }
 
+// Stopped reports whether Stop has run (or the test's cleanup has).
+func (s *Service) Stopped() bool { return s.stopped }
+
 // FailIfExited fails the test if Run has returned on its own.
 func (s *Service) FailIfExited(t testing.TB) {
 	t.Helper()
@@ -88,9 +91,13 @@ func (s *Service) FailIfExited(t testing.TB) {
 	}
 }
 
-// Stop cancels Run and requires it to return nil within its budget.
+// Stop cancels Run and requires it to return nil within its budget. Once
+// stopped, Stop does nothing.
 func (s *Service) Stop(t testing.TB) {
 	t.Helper()
+	if s.stopped {
+		return
+	}
 	s.stopped = true
 	s.cancel()
 	select {

@@ -81,23 +81,12 @@ func openStore(t testing.TB, k *testenv.Kafka) (*configstore.Store, func()) {
 	if err != nil {
 		t.Fatalf("opening the config store: %v", err)
 	}
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- store.Run(runCtx) }()
-	var once sync.Once
+	svc := testenv.StartService(t, store.Run, 10*time.Second)
 	stop := func() {
-		once.Do(func() {
-			cancelRun()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("config store Run returned %v after cancel, want nil", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("config store Run did not return within 10s of cancel")
-			}
+		if !svc.Stopped() {
+			svc.Stop(t)
 			store.Close()
-		})
+		}
 	}
 	t.Cleanup(stop)
 	if err := store.WaitCaughtUp(ctx); err != nil {

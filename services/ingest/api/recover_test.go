@@ -154,23 +154,8 @@ func startRunner(t *testing.T, store api.JobStore, opts api.RecoverRunnerOptions
 	t.Helper()
 	opts.Store = store
 	rr := api.NewRecoverRunner(opts, discard)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rr.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("RecoverRunner.Run returned %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Errorf("RecoverRunner.Run did not return within 20 s of cancel")
-			}
-		})
-	}
+	svc := testenv.StartService(t, rr.Run, 20*time.Second)
+	stop := func() { svc.Stop(t) }
 	t.Cleanup(stop)
 	return &runner{rr, stop}
 }
