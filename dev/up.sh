@@ -228,6 +228,7 @@ if [ "$started" = 1 ]; then echo "${SLUICE_DEV_OWNER:-user}" > "$SLUICE_DEV_STAT
 if wants kafka && [ "${SLUICE_DEV_TOPICS:-1}" = 1 ]; then
   (cd "$REPO_DIR" && go run ./pkg/cmd/sluice-topics \
       -kafka-brokers "127.0.0.1:$SLUICE_DEV_KAFKA_PORT" \
+      -replication-factor 1 -min-insync-replicas 1 \
       -partitions-deliveries "${SLUICE_DEV_DELIVERY_PARTITIONS:-24}") \
     || die "creating topics failed"
 fi

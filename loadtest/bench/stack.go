@@ -137,7 +137,7 @@ func StartStack(ctx context.Context, repo string, opts StackOptions, logf func(s
 		return nil, err
 	}
 	logf("creating topics under %s", s.Prefix)
-	if err := kafkax.EnsureTopics(ctx, s.adm, topics.Specs(s.Names, opts.Partitions, 1)); err != nil {
+	if err := kafkax.EnsureTopics(ctx, s.adm, topics.Specs(s.Names, opts.Partitions, topics.SingleBroker)); err != nil {
 		return nil, err
 	}
 	if err := kafkax.WaitTopics(ctx, s.adm, s.Names.All()...); err != nil {

@@ -232,7 +232,7 @@ func NewKafka(t testing.TB, opts ...KafkaOption) *Kafka {
 	names := topics.NewNames(prefix)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := kafkax.EnsureTopics(ctx, adm, topics.Specs(names, p, 1)); err != nil {
+	if err := kafkax.EnsureTopics(ctx, adm, topics.Specs(names, p, topics.SingleBroker)); err != nil {
 		t.Fatalf("testenv: creating topics: %v", err)
 	}
 	if err := kafkax.WaitTopics(ctx, adm, names.All()...); err != nil {

@@ -130,8 +130,46 @@ const (
 
 func ms(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 
-// Specs returns how every topic is created, with replication factor rf.
-func Specs(n Names, p Partitions, rf int16) []kafkax.TopicSpec {
+// Durability is how many copies of each record the topics keep, and how
+// many must have it before a write is acknowledged. Producers write with
+// acks=all (pkg/kafkax), so an acknowledged record is on at least
+// MinInsyncReplicas brokers: it survives the loss of MinInsyncReplicas-1 of
+// them. Writes go on while at least MinInsyncReplicas of the
+// ReplicationFactor replicas are in sync, so ReplicationFactor -
+// MinInsyncReplicas brokers may be down before producing stops (ingest then
+// answers 503). The README's promise, "a 202 survives the loss of a
+// broker", needs MinInsyncReplicas ≥ 2; staying writable through that loss
+// needs ReplicationFactor ≥ MinInsyncReplicas + 1. Hence 3 and 2.
+type Durability struct {
+	ReplicationFactor int16
+	// MinInsyncReplicas is written as each topic's min.insync.replicas.
+	MinInsyncReplicas int
+}
+
+// Production is the default: every acknowledged record on two brokers at
+// least, and writes going on with one broker of three down.
+var Production = Durability{ReplicationFactor: 3, MinInsyncReplicas: 2}
+
+// SingleBroker is the dev stack's and the tests': one copy of everything.
+// It keeps no promise through a broker loss.
+var SingleBroker = Durability{ReplicationFactor: 1, MinInsyncReplicas: 1}
+
+// Validate rejects counts that Kafka would refuse or that can never accept
+// a write.
+func (d Durability) Validate() error {
+	if d.ReplicationFactor < 1 {
+		return fmt.Errorf("topics: replication factor must be at least 1, got %d", d.ReplicationFactor)
+	}
+	if d.MinInsyncReplicas < 1 || d.MinInsyncReplicas > int(d.ReplicationFactor) {
+		return fmt.Errorf("topics: min.insync.replicas must be from 1 to the replication factor (%d), got %d",
+			d.ReplicationFactor, d.MinInsyncReplicas)
+	}
+	return nil
+}
+
+// Specs returns how every topic is created.
+func Specs(n Names, p Partitions, d Durability) []kafkax.TopicSpec {
+	rf := d.ReplicationFactor
 	del := func(name string, parts int32, retention time.Duration) kafkax.TopicSpec {
 		return kafkax.TopicSpec{Name: name, Partitions: parts, ReplicationFactor: rf,
 			Configs: map[string]string{"cleanup.policy": "delete", "retention.ms": ms(retention)}}
@@ -166,6 +204,9 @@ func Specs(n Names, p Partitions, rf int16) []kafkax.TopicSpec {
 	}
 	for _, r := range n.Retry {
 		specs = append(specs, del(r, p.Retry, deliveryRetention))
+	}
+	for _, s := range specs {
+		s.Configs["min.insync.replicas"] = strconv.Itoa(d.MinInsyncReplicas)
 	}
 	return specs
 }

@@ -34,7 +34,7 @@ func TestTierName(t *testing.T) {
 
 func TestSpecs(t *testing.T) {
 	n := topics.NewNames(topics.DefaultPrefix)
-	specs := topics.Specs(n, topics.DefaultPartitions(), 3)
+	specs := topics.Specs(n, topics.DefaultPartitions(), topics.Production)
 	if n.Ordered != "sluice.ordered" {
 		t.Errorf("ordered topic %q, want sluice.ordered", n.Ordered)
 	}

@@ -272,7 +272,7 @@ func TestRunWaitsForMissingTopics(t *testing.T) {
 	cctx, ccancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer ccancel()
 	if err := kafkax.EnsureTopics(cctx, k.Admin, topics.Specs(names, topics.Partitions{
-		Events: 2, Deliveries: 2, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}, 1)); err != nil {
+		Events: 2, Deliveries: 2, Retry: 1, Dead: 1, Attempts: 1, EventLog: 1}, topics.SingleBroker)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitProbe(t, ops, "/readyz", 200, "ready", 90*time.Second)
