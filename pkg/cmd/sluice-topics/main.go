@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -17,7 +16,7 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, config.ErrHelp) {
+		if config.Answered(err) {
 			return
 		}
 		fmt.Fprintf(os.Stderr, "sluice-topics: %v\n", err)
@@ -50,10 +49,7 @@ func run(args []string) error {
 		}
 		l.Int(n, "partitions-"+name, int(*v), usage)
 	}
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
+	if err := l.ParseOrAnswer(args, os.Stdout); err != nil {
 		return err
 	}
 	for name, n := range counts {
