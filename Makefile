@@ -7,7 +7,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # Every Go module of the workspace, in dependency order.
-MODULES := proto pkg services/ingest services/sender services/logwriter loadtest
+MODULES := proto pkg services/ingest services/sender services/logwriter loadtest dev/images
 CACHE := $(shell bash dev/env.sh | sed -n 's/^SLUICE_CACHE=//p')
 TOOLS := $(CACHE)/bin
 # Whole-suite bound: the suite runs in a few minutes; a hung test fails
@@ -91,3 +91,9 @@ dev-down: ## stop the dev stack (data is kept)
 .PHONY: dev-clean
 dev-clean: dev-down ## stop the dev stack and delete its data
 	@rm -rf "$$(bash dev/env.sh | sed -n 's/^SLUICE_DEV_STATE=//p')"
+
+# Container images (dev/images): one per binary, built with buildah; the
+# image test (dev/images, in MODULES) builds them the same way.
+.PHONY: images
+images: deps ## build the container images with buildah and print their sizes (SLUICE_IMAGE_VERSION, _REPO, _ARCHS)
+	@bash dev/images/build.sh

@@ -24,6 +24,21 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   as_root rm -f /usr/sbin/policy-rc.d
 fi
 
+# buildah builds the container images (make images, dev/images/build.sh).
+# The images are FROM scratch with no RUN step, so it needs no OCI runtime
+# (runc, crun: only recommended) and no fuse-overlayfs: the build uses the
+# vfs storage driver, which copies layers and works inside any container.
+# The images' CA bundle is Debian's Mozilla set from ca-certificates.
+image_pkgs=()
+command -v buildah >/dev/null || image_pkgs+=(buildah)
+compgen -G "/usr/share/ca-certificates/mozilla/*.crt" >/dev/null || image_pkgs+=(ca-certificates)
+if [ ${#image_pkgs[@]} -gt 0 ]; then
+  log "installing Debian packages: ${image_pkgs[*]}"
+  as_root apt-get update -qq >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${image_pkgs[@]}" >/dev/null \
+    || die "apt-get install ${image_pkgs[*]} failed"
+fi
+
 jars=$(kafka_jars_dir)
 if [ ! -f "$jars/.complete" ]; then
   log "fetching the Kafka broker and its runtime dependencies from Maven Central into $jars"

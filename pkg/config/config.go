@@ -3,6 +3,11 @@
 // variable is the flag name upper-cased with dashes turned to underscores and
 // SLUICE_ in front (-kafka-brokers ↔ SLUICE_KAFKA_BROKERS). A flag given on
 // the command line wins over the environment, which wins over the default.
+//
+// Two flags answer a question instead of setting anything, and have no
+// environment variable: -help lists every setting, and -version prints the
+// build (package buildinfo). A SLUICE_VERSION set in a container must not
+// turn a service into a program that prints a line and exits.
 package config
 
 import (
@@ -14,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/pkg/buildinfo"
 )
 
 // EnvPrefix starts every environment variable Sluice reads.
@@ -23,14 +30,26 @@ const EnvPrefix = "SLUICE_"
 // Usage and exits 0.
 var ErrHelp = flag.ErrHelp
 
+// ErrVersion is returned by Parse when -version was given; the caller prints
+// buildinfo.Line and exits 0.
+var ErrVersion = errors.New("version requested")
+
+// Answered tells whether err is ErrHelp or ErrVersion: the command line
+// asked a question, ParseOrAnswer answered it, and the program exits 0.
+func Answered(err error) bool { return errors.Is(err, ErrHelp) || errors.Is(err, ErrVersion) }
+
+// versionFlag is the one flag Parse does not read from the environment.
+const versionFlag = "version"
+
 // LookupEnv is os.LookupEnv's signature; tests pass a map-backed one.
 type LookupEnv func(key string) (string, bool)
 
 // Loader binds flags and environment variables to fields of a Config.
 type Loader struct {
-	fs    *flag.FlagSet
-	env   LookupEnv
-	knobs []Knob
+	fs      *flag.FlagSet
+	env     LookupEnv
+	knobs   []Knob
+	version bool
 }
 
 // Knob describes one setting for help output and documentation.
@@ -45,7 +64,10 @@ type Knob struct {
 func NewLoader(name string, env LookupEnv) *Loader {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return &Loader{fs: fs, env: env}
+	l := &Loader{fs: fs, env: env}
+	// Not a knob: Parse never sets it from SLUICE_VERSION.
+	fs.BoolVar(&l.version, versionFlag, false, "print the version and exit")
+	return l
 }
 
 // EnvName is the environment variable of a flag.
@@ -90,10 +112,15 @@ func (l *Loader) StringList(p *[]string, name string, def []string, usage string
 }
 
 // Parse applies the environment, then args. Errors name the flag or the
-// environment variable and the value that was refused.
+// environment variable and the value that was refused. -help and -version
+// return ErrHelp and ErrVersion, whatever else is set: asking what a binary
+// is never depends on its environment being right.
 func (l *Loader) Parse(args []string) error {
 	var errs []error
 	l.fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == versionFlag {
+			return
+		}
 		key := EnvName(f.Name)
 		if v, ok := l.env(key); ok {
 			if err := f.Value.Set(v); err != nil {
@@ -101,19 +128,36 @@ func (l *Loader) Parse(args []string) error {
 			}
 		}
 	})
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
 	if err := l.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ErrHelp
 		}
+		return errors.Join(append(errs, err)...)
+	}
+	if l.version {
+		return ErrVersion
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	if l.fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", l.fs.Args())
 	}
 	return nil
+}
+
+// ParseOrAnswer is Parse for a main function: on -help it writes Usage to
+// out, on -version the line "<program> <version> (<revision>)", and it
+// returns the error Parse gave; Answered(err) means exit 0.
+func (l *Loader) ParseOrAnswer(args []string, out io.Writer) error {
+	err := l.Parse(args)
+	switch {
+	case errors.Is(err, ErrHelp):
+		l.Usage(out)
+	case errors.Is(err, ErrVersion):
+		fmt.Fprintln(out, buildinfo.Line(l.fs.Name()))
+	}
+	return err
 }
 
 // Knobs lists every bound setting, sorted by flag name.
@@ -129,6 +173,7 @@ func (l *Loader) Usage(w io.Writer) {
 	for _, k := range l.Knobs() {
 		fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", k.Flag, k.Env, k.Default, k.Usage)
 	}
+	fmt.Fprintf(w, "  -help\n      list these settings and exit\n  -version\n      print the version and exit\n")
 }
 
 type stringValue string

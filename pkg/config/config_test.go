@@ -96,3 +96,67 @@ func TestUsageListsEnvNames(t *testing.T) {
 		t.Fatalf("usage does not show the env name and default:\n%s", b.String())
 	}
 }
+
+func TestVersionIsAFlagOnly(t *testing.T) {
+	for _, tc := range []struct {
+		desc string
+		env  map[string]string
+		args []string
+		want error
+	}{
+		{"-version", nil, []string{"-version"}, config.ErrVersion},
+		{"-version despite a bad setting in the environment", map[string]string{"SLUICE_MAX_ITEMS": "ten"}, []string{"-version"}, config.ErrVersion},
+		{"-help despite a bad setting in the environment", map[string]string{"SLUICE_MAX_ITEMS": "ten"}, []string{"-help"}, config.ErrHelp},
+		{"SLUICE_VERSION in the environment does nothing", map[string]string{"SLUICE_VERSION": "true"}, nil, nil},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := load(t, tc.env, tc.args...)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("error = %v, want %v", err, tc.want)
+			}
+			if got := config.Answered(err); got != (tc.want != nil) {
+				t.Fatalf("Answered(%v) = %v", err, got)
+			}
+		})
+	}
+}
+
+func TestParseOrAnswer(t *testing.T) {
+	newLoader := func() *config.Loader {
+		l := config.NewLoader("sluice-x", func(string) (string, bool) { return "", false })
+		var s string
+		l.String(&s, "ops-addr", ":8081", "ops listener")
+		return l
+	}
+	for _, tc := range []struct {
+		desc string
+		args []string
+		want error
+		out  string
+	}{
+		{"-version prints the build line", []string{"-version"}, config.ErrVersion, "sluice-x dev ("},
+		{"-help lists the settings and both questions", []string{"-help"}, config.ErrHelp, "-ops-addr  (SLUICE_OPS_ADDR"},
+		{"-help mentions -version", []string{"-h"}, config.ErrHelp, "  -version\n"},
+		{"a setting prints nothing", []string{"-ops-addr", ":1"}, nil, ""},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			var out strings.Builder
+			err := newLoader().ParseOrAnswer(tc.args, &out)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("error = %v, want %v", err, tc.want)
+			}
+			if tc.out == "" && out.Len() > 0 || !strings.Contains(out.String(), tc.out) {
+				t.Fatalf("output %q, want it to contain %q", out.String(), tc.out)
+			}
+		})
+	}
+}
+
+func TestVersionIsNotAKnob(t *testing.T) {
+	l := config.NewLoader("svc", func(string) (string, bool) { return "", false })
+	for _, k := range l.Knobs() {
+		if k.Flag == "version" {
+			t.Fatalf("version is listed as a setting: %+v", k)
+		}
+	}
+}

@@ -23,8 +23,14 @@ func init() {
 		return
 	}
 	load := func(args []string, env config.LookupEnv) (testConfig, error) {
-		if mode == "bad-config" {
+		switch mode {
+		case "bad-config":
 			return "", errors.New("SLUICE_X: nonsense")
+		case "version", "help":
+			// SLUICE_VERSION is set as a container might set it: only the
+			// flag may make the service print its version.
+			env := func(k string) (string, bool) { return "true", k == "SLUICE_VERSION" }
+			return service.Load("test", []string{"-" + mode}, env, func(*testConfig, *config.Loader) {})
 		}
 		return testConfig(mode), nil
 	}
@@ -51,6 +57,8 @@ type testConfig string
 
 func (testConfig) ShutdownBudget() time.Duration { return 500 * time.Millisecond }
 
+func (testConfig) Validate() error { return nil }
+
 func TestMainExitCodes(t *testing.T) {
 	for _, tc := range []struct {
 		desc     string
@@ -61,6 +69,8 @@ func TestMainExitCodes(t *testing.T) {
 	}{
 		{"SIGTERM stops cleanly after the work finished", "serve", true, 0, "finished in-flight work"},
 		{"bad configuration exits 2 naming it", "bad-config", false, 2, "SLUICE_X: nonsense"},
+		{"-version prints the build and exits 0", "version", false, 0, "sluice-test dev ("},
+		{"-help lists the settings and exits 0", "help", false, 0, "-version\n"},
 		{"a failing run exits 1 with the reason", "fail", false, 1, "broker unreachable"},
 		{"SIGTERM ends a wedged process within its budget", "wedged", true, 1, "still running 500ms after the stop signal"},
 	} {

@@ -220,7 +220,8 @@ type Budgeted interface{ ShutdownBudget() time.Duration }
 
 // Main is a service's whole main function: load the configuration from
 // os.Args and the environment, run until SIGTERM or SIGINT, exit 0 on a clean
-// stop, 2 on a configuration error, 1 otherwise.
+// stop (or after answering -help or -version), 2 on a configuration error,
+// 1 otherwise.
 //
 // SIGTERM always ends the process within the config's ShutdownBudget,
 // whatever state a stage is in: run is given that long to finish its
@@ -229,7 +230,7 @@ type Budgeted interface{ ShutdownBudget() time.Duration }
 // partitions next, as after a crash.
 func Main[C Budgeted](name string, load func(args []string, env config.LookupEnv) (C, error), run func(context.Context, C) error) {
 	cfg, err := load(os.Args[1:], os.LookupEnv)
-	if errors.Is(err, config.ErrHelp) {
+	if config.Answered(err) {
 		os.Exit(0)
 	}
 	if err != nil {
@@ -256,16 +257,14 @@ func Main[C Budgeted](name string, load func(args []string, env config.LookupEnv
 type Validator interface{ Validate() error }
 
 // Load binds a service's settings with register, applies the environment and
-// args, and validates the result. On -h it prints every setting to stdout
-// and returns config.ErrHelp.
+// args, and validates the result. On -help it prints every setting to stdout
+// and returns config.ErrHelp; on -version it prints "sluice-<name> <version>
+// (<revision>)" and returns config.ErrVersion.
 func Load[C Validator](name string, args []string, env config.LookupEnv, register func(*C, *config.Loader)) (C, error) {
 	var c C
 	l := config.NewLoader("sluice-"+name, env)
 	register(&c, l)
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
+	if err := l.ParseOrAnswer(args, os.Stdout); err != nil {
 		return c, err
 	}
 	return c, c.Validate()

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,9 +53,8 @@ func main() {
 	l.String(&s.receiverAddr, "receiver-addr", "127.0.0.1:9900", "where the demo receiver listens")
 	l.Int(&s.events, "events", 3, "sample events to send")
 	l.Duration(&s.wait, "wait", time.Minute, "how long to wait for the webhooks and their log rows")
-	if err := l.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
+	if err := l.ParseOrAnswer(os.Args[1:], os.Stdout); err != nil {
+		if config.Answered(err) {
 			return
 		}
 		fmt.Fprintln(os.Stderr, "sluice-demo:", err)

@@ -36,7 +36,7 @@ func main() {
 	defer stop()
 	opts, err := load(os.Args[1:], os.LookupEnv)
 	switch {
-	case errors.Is(err, config.ErrHelp):
+	case config.Answered(err):
 		return
 	case err != nil:
 		fmt.Fprintf(os.Stderr, "sluice-topics: configuration: %v\n", err)
@@ -86,10 +86,7 @@ func load(args []string, env config.LookupEnv) (options, error) {
 		}
 		l.Int(n, "partitions-"+name, int(*v), usage)
 	}
-	if err := l.Parse(args); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			l.Usage(os.Stdout)
-		}
+	if err := l.ParseOrAnswer(args, os.Stdout); err != nil {
 		return o, err
 	}
 	for name, n := range counts {

@@ -28,8 +28,10 @@ func TestLoadDefaultsAndRefusals(t *testing.T) {
 	if o.durability != topics.Production {
 		t.Errorf("default durability %+v, want %+v", o.durability, topics.Production)
 	}
-	if _, err := load([]string{"-help"}, env{}.lookup); !errors.Is(err, config.ErrHelp) {
-		t.Errorf("-help: %v, want config.ErrHelp", err)
+	for _, flag := range []string{"-help", "-version"} {
+		if _, err := load([]string{flag}, env{}.lookup); !config.Answered(err) {
+			t.Errorf("%s: %v, want an answered flag", flag, err)
+		}
 	}
 	for name, tc := range map[string]struct {
 		args []string
