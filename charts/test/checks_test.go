@@ -61,10 +61,10 @@ func runCheck(t *testing.T, check func(testing.TB, result), r result) []string {
 func TestChecksCatchMistakes(t *testing.T) {
 	sender, job := fullname+"-sender", fullname+"-topics"
 	for _, tc := range []struct {
-		desc  string
-		file  string
-		check func(testing.TB, result)
-		want  string
+		desc    string
+		file    string
+		check   func(testing.TB, result)
+		want    string
 		breakIt func(t *testing.T, r *result)
 	}{
 		{"a Service selecting no pods", "minimal.yaml", checkSelectors, "matches the pods of []", func(t *testing.T, r *result) {
