@@ -7,7 +7,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 # Every Go module of the workspace, in dependency order.
-MODULES := proto pkg services/ingest services/sender services/logwriter loadtest dev/images
+MODULES := proto pkg services/ingest services/sender services/logwriter loadtest dev/images charts/test
 CACHE := $(shell bash dev/env.sh | sed -n 's/^SLUICE_CACHE=//p')
 TOOLS := $(CACHE)/bin
 # Whole-suite bound: the suite runs in a few minutes; a hung test fails
