@@ -318,11 +318,14 @@ type trackedSession struct {
 func (s trackedSession) Challenge(resp []byte) (bool, []byte, error) {
 	done, out, err := s.Session.Challenge(resp)
 	if err != nil {
+		// What the broker sent is its reason (OAUTHBEARER's is JSON such as
+		// {"status":"invalid_token"}); 200 bytes is plenty for it and keeps
+		// a log line a line.
 		said := strings.TrimSpace(string(resp))
 		if len(said) > 200 {
 			said = said[:200] + "…"
 		}
-		return done, out, authRefused(s.attempt, fmt.Errorf("%w; the broker said %q", err, said))
+		return done, out, authRefused(s.attempt, err, "the broker said "+said)
 	}
 	return done, out, nil
 }
@@ -369,23 +372,26 @@ func credentialSettings(mechanism string) []string {
 	return []string{envUsername, envPassword}
 }
 
-func authRefused(a *authAttempt, err error) *AuthError {
+// authRefused is the refusal of attempt; said is the broker's reason, if
+// it gave one.
+func authRefused(a *authAttempt, err error, said string) *AuthError {
 	what := "SASL " + a.mechanism + " authentication"
 	if a.user != "" {
 		what += fmt.Sprintf(" as %q", a.user)
 	}
 	what += " refused by " + a.addr
-	if msg := brokerMessage(err); msg != "" {
-		what += " (" + msg + ")"
+	if said != "" {
+		what += " (" + said + ")"
 	}
 	return &AuthError{What: what, Check: credentialSettings(a.mechanism), Err: err}
 }
 
-// brokerMessage is what the broker said, less franz-go's generic text.
-func brokerMessage(err error) string {
+// brokerMessage is the text a broker sent with an error code: franz-go
+// writes it after the code's own description.
+func brokerMessage(err error, code error) string {
 	s := err.Error()
-	if i := strings.Index(s, ": "); i >= 0 && strings.HasPrefix(s, "SASL_AUTHENTICATION_FAILED") {
-		return s[i+2:]
+	if i := strings.Index(s, code.Error()+": "); i >= 0 {
+		return s[i+len(code.Error())+2:]
 	}
 	return ""
 }

@@ -46,7 +46,7 @@ func Fatal(err error) error {
 		if a == nil {
 			a = &authAttempt{mechanism: "", addr: "the broker"}
 		}
-		return authRefused(a, err)
+		return authRefused(a, err, brokerMessage(err, kerr.SaslAuthenticationFailed))
 	case errors.Is(err, kerr.UnsupportedSaslMechanism):
 		what := "the broker does not offer the SASL mechanism configured"
 		if a := lastAuth.Load(); a != nil {
@@ -54,17 +54,8 @@ func Fatal(err error) error {
 		}
 		return &AuthError{What: what, Check: []string{envMechanism}, Err: err}
 	}
-	// Under TLS 1.3 a broker that refuses our client certificate says so
-	// after the handshake, on the first read.
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "remote error" {
-		return &AuthError{What: "TLS: the broker refused the handshake (" + op.Err.Error() + ")",
-			Check: []string{tlsVar("cert-file"), tlsVar("key-file")}, Err: err}
-	}
 	return nil
 }
-
-func tlsVar(setting string) string { return tlsconf.Config{}.Named("kafka").Var(setting) }
 
 // dialError is a failed dial to addr; its text is the cause's alone, so
 // franz-go's messages and retry decisions (which unwrap it) are unchanged.
@@ -99,6 +90,28 @@ func tlsDialer(settings tlsconf.Config, tc *tls.Config) func(ctx context.Context
 		if err != nil {
 			return nil, &dialError{addr: host, tls: settings, err: err}
 		}
-		return conn, nil
+		return &alertConn{Conn: conn, addr: host, tls: settings}, nil
 	}
+}
+
+// alertConn keeps the address with a TLS alert the broker sends after the
+// handshake: under TLS 1.3 the client's side of the handshake is over
+// before the broker has checked our certificate, so its refusal arrives
+// with the first read. Other read errors pass unchanged (franz-go compares
+// some with ==).
+type alertConn struct {
+	net.Conn
+	addr string
+	tls  tlsconf.Config
+}
+
+func (c *alertConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "remote error" {
+			err = &dialError{addr: c.addr, tls: c.tls, err: err}
+		}
+	}
+	return n, err
 }
