@@ -2,6 +2,7 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -387,11 +388,14 @@ func authRefused(a *authAttempt, err error, said string) *AuthError {
 }
 
 // brokerMessage is the text a broker sent with an error code: franz-go
-// writes it after the code's own description.
+// wraps the code as "<code's description>: <message>", and callers may
+// have wrapped that in turn.
 func brokerMessage(err error, code error) string {
-	s := err.Error()
-	if i := strings.Index(s, code.Error()+": "); i >= 0 {
-		return s[i+len(code.Error())+2:]
+	prefix := code.Error() + ": "
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if s := e.Error(); strings.HasPrefix(s, prefix) {
+			return s[len(prefix):]
+		}
 	}
 	return ""
 }
