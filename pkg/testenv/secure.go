@@ -85,36 +85,62 @@ func ensureScramUser(sec Secure) error {
 	defer adm.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	described, err := adm.DescribeUserSCRAMs(ctx, sec.ScramUser)
+	have, err := scramMechanisms(ctx, adm, sec.ScramUser)
 	if err != nil {
-		return fmt.Errorf("describing SCRAM user %s: %w", sec.ScramUser, err)
+		return err
 	}
-	have := map[kadm.ScramMechanism]bool{}
-	for _, ci := range described[sec.ScramUser].CredInfos {
-		have[ci.Mechanism] = true
+	if have[kadm.ScramSha256] && have[kadm.ScramSha512] {
+		return nil
 	}
 	b, err := os.ReadFile(sec.ScramPasswordFile)
 	if err != nil {
 		return fmt.Errorf("reading the SCRAM password: %w", err)
 	}
 	password := strings.TrimSpace(string(b))
-	var upsert []kadm.UpsertSCRAM
 	for _, m := range []kadm.ScramMechanism{kadm.ScramSha256, kadm.ScramSha512} {
-		if !have[m] {
-			upsert = append(upsert, kadm.UpsertSCRAM{User: sec.ScramUser, Mechanism: m, Iterations: 4096, Password: password})
+		if have[m] {
+			continue
+		}
+		// One request per mechanism: a broker refuses two alterations of
+		// one user in a request (DUPLICATE_RESOURCE).
+		altered, err := adm.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{
+			{User: sec.ScramUser, Mechanism: m, Iterations: 4096, Password: password}})
+		if err == nil {
+			err = altered.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("adding SCRAM user %s (%s): %w", sec.ScramUser, m, err)
 		}
 	}
-	if len(upsert) == 0 {
-		return nil
+	// The broker answers Describe from the metadata it has applied, which
+	// is also what it authenticates against: once both show, a handshake
+	// finds them.
+	for {
+		have, err := scramMechanisms(ctx, adm, sec.ScramUser)
+		if err != nil {
+			return err
+		}
+		if have[kadm.ScramSha256] && have[kadm.ScramSha512] {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("SCRAM user %s added but not visible to the broker: %w", sec.ScramUser, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	altered, err := adm.AlterUserSCRAMs(ctx, nil, upsert)
-	if err == nil {
-		err = altered.Error()
-	}
+}
+
+func scramMechanisms(ctx context.Context, adm *kadm.Client, user string) (map[kadm.ScramMechanism]bool, error) {
+	described, err := adm.DescribeUserSCRAMs(ctx, user)
 	if err != nil {
-		return fmt.Errorf("adding SCRAM user %s: %w", sec.ScramUser, err)
+		return nil, fmt.Errorf("describing SCRAM user %s: %w", user, err)
 	}
-	return nil
+	have := map[kadm.ScramMechanism]bool{}
+	for _, ci := range described[user].CredInfos {
+		have[ci.Mechanism] = true
+	}
+	return have, nil
 }
 
 // TLS is TLS trusting the dev CA.
