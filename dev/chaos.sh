@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make chaos`: the fault suite, on a Kafka and ClickHouse of its own. It
 # kills the broker and freezes ClickHouse, so it never touches the shared
-# dev stack (19092/19000), where other people's tests run: the chaos stack
+# dev stack (19092/19000 and its secured ports), where other people's tests run: the chaos stack
 # has its own ports and state directory, is started here and stopped again
 # at the end, on failure and on Ctrl-C. First dev/restart-test.sh checks
 # that the stack scripts themselves survive kill -9; then sluice-chaos runs
@@ -13,6 +13,9 @@ export SLUICE_DEV_KAFKA_PORT=${SLUICE_CHAOS_KAFKA_PORT:-29092}
 export SLUICE_DEV_KAFKA_CONTROLLER_PORT=${SLUICE_CHAOS_KAFKA_CONTROLLER_PORT:-29093}
 export SLUICE_DEV_CLICKHOUSE_PORT=${SLUICE_CHAOS_CLICKHOUSE_PORT:-29000}
 export SLUICE_DEV_CLICKHOUSE_HTTP_PORT=${SLUICE_CHAOS_CLICKHOUSE_HTTP_PORT:-28123}
+export SLUICE_DEV_KAFKA_SASL_PORT=${SLUICE_CHAOS_KAFKA_SASL_PORT:-29094}
+export SLUICE_DEV_KAFKA_SSL_PORT=${SLUICE_CHAOS_KAFKA_SSL_PORT:-29095}
+export SLUICE_DEV_CLICKHOUSE_SECURE_PORT=${SLUICE_CHAOS_CLICKHOUSE_SECURE_PORT:-29440}
 export SLUICE_DEV_OWNER="chaos-$$"
 
 trap '"$DEV_DIR/down.sh" --if-owner "$SLUICE_DEV_OWNER"' EXIT

@@ -35,9 +35,13 @@ stop() { # name pidfile port…
   rm -f "$pidfile"
 }
 
-if wants kafka; then stop Kafka "$KAFKA_STATE/pid" "$SLUICE_DEV_KAFKA_PORT" "$SLUICE_DEV_KAFKA_CONTROLLER_PORT"; fi
+if wants kafka; then
+  stop Kafka "$KAFKA_STATE/pid" "$SLUICE_DEV_KAFKA_PORT" "$SLUICE_DEV_KAFKA_CONTROLLER_PORT" \
+    "$SLUICE_DEV_KAFKA_SASL_PORT" "$SLUICE_DEV_KAFKA_SSL_PORT"
+fi
 if wants clickhouse; then
-  stop ClickHouse "$CLICKHOUSE_STATE/pid" "$SLUICE_DEV_CLICKHOUSE_PORT" "$SLUICE_DEV_CLICKHOUSE_HTTP_PORT"
+  stop ClickHouse "$CLICKHOUSE_STATE/pid" "$SLUICE_DEV_CLICKHOUSE_PORT" "$SLUICE_DEV_CLICKHOUSE_HTTP_PORT" \
+    "$SLUICE_DEV_CLICKHOUSE_SECURE_PORT"
 fi
 # The stack is down only when both parts are.
 if ! pid_alive "$KAFKA_STATE/pid" && ! pid_alive "$CLICKHOUSE_STATE/pid"; then rm -f "$SLUICE_DEV_STATE/owner"; fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the dev stack and the build need, and nothing that is already
-# there: Debian packages (ClickHouse server, protoc, kcat, JDK, Maven), the
+# there: Debian packages (ClickHouse server, protoc, kcat, JDK, Maven, openssl), the
 # Apache Kafka broker jars from Maven Central, and pinned Go tools. Idempotent.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -13,6 +13,7 @@ command -v java >/dev/null || need_pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_pkgs+=(maven)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   as_root apt-get update -qq >/dev/null

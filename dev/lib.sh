@@ -18,6 +18,12 @@ SLUICE_DEV_KAFKA_PORT=${SLUICE_DEV_KAFKA_PORT:-19092}
 SLUICE_DEV_KAFKA_CONTROLLER_PORT=${SLUICE_DEV_KAFKA_CONTROLLER_PORT:-19093}
 SLUICE_DEV_CLICKHOUSE_PORT=${SLUICE_DEV_CLICKHOUSE_PORT:-19000}
 SLUICE_DEV_CLICKHOUSE_HTTP_PORT=${SLUICE_DEV_CLICKHOUSE_HTTP_PORT:-18123}
+# The secured doors of the same broker and server (dev/certs.sh makes their
+# certificates): SASL over TLS, TLS with a required client certificate, and
+# ClickHouse's native protocol over TLS.
+SLUICE_DEV_KAFKA_SASL_PORT=${SLUICE_DEV_KAFKA_SASL_PORT:-19094}
+SLUICE_DEV_KAFKA_SSL_PORT=${SLUICE_DEV_KAFKA_SSL_PORT:-19095}
+SLUICE_DEV_CLICKHOUSE_SECURE_PORT=${SLUICE_DEV_CLICKHOUSE_SECURE_PORT:-19440}
 # Seconds to wait for each part to become ready.
 SLUICE_DEV_START_TIMEOUT=${SLUICE_DEV_START_TIMEOUT:-90}
 # Starts of a part that exits during start-up before up.sh gives up.
@@ -27,6 +33,14 @@ SLUICE_DEV_STOP_WAIT=${SLUICE_DEV_STOP_WAIT:-30}
 
 KAFKA_STATE=$SLUICE_DEV_STATE/kafka
 CLICKHOUSE_STATE=$SLUICE_DEV_STATE/clickhouse
+# The throwaway CA, certificates and passwords of the secured listeners.
+TLS_STATE=$SLUICE_DEV_STATE/tls
+# Users of the secured listeners; their passwords are made once per state
+# directory by dev/certs.sh and kept in files, as a Kubernetes Secret would
+# mount them.
+SLUICE_DEV_SCRAM_USER=sluice
+SLUICE_DEV_PLAIN_USER=sluiceplain
+SLUICE_DEV_CLICKHOUSE_TLS_USER=sluice_tls
 
 log() { printf '[dev] %s\n' "$*" >&2; }
 die() { printf '[dev] error: %s\n' "$*" >&2; exit 1; }

@@ -22,6 +22,8 @@ select_parts "$@"
 
 "$DEV_DIR/install.sh"
 mkdir -p "$KAFKA_STATE" "$CLICKHOUSE_STATE"
+# The CA, certificates and passwords of the secured listeners (once per state).
+"$DEV_DIR/certs.sh"
 
 started=0
 
@@ -29,18 +31,42 @@ start_kafka() {
   if pid_alive "$KAFKA_STATE/pid"; then return; fi
   # A broker killed a moment ago may still hold its ports and the lock on
   # its data directory; a new one started meanwhile exits at once.
-  wait_gone Kafka "$KAFKA_STATE/pid" "$SLUICE_DEV_KAFKA_PORT" "$SLUICE_DEV_KAFKA_CONTROLLER_PORT"
+  wait_gone Kafka "$KAFKA_STATE/pid" "$SLUICE_DEV_KAFKA_PORT" "$SLUICE_DEV_KAFKA_CONTROLLER_PORT" \
+    "$SLUICE_DEV_KAFKA_SASL_PORT" "$SLUICE_DEV_KAFKA_SSL_PORT"
   local jars; jars=$(kafka_jars_dir)
+  local plain_password; plain_password=$(cat "$TLS_STATE/plain.password")
   cat > "$KAFKA_STATE/server.properties" <<PROPS
 # Written by dev/up.sh: one node that is both controller and broker (KRaft).
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$SLUICE_DEV_KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$SLUICE_DEV_KAFKA_PORT,CONTROLLER://127.0.0.1:$SLUICE_DEV_KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$SLUICE_DEV_KAFKA_PORT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+# Four doors to the one broker: PLAINTEXT (what the services use by default;
+# also the inter-broker listener), SASL_SSL and SSL with a required client
+# certificate (for the tests of secured connections), and the controller's.
+# A client is given the addresses of the listener it came in through.
+listeners=PLAINTEXT://127.0.0.1:$SLUICE_DEV_KAFKA_PORT,CONTROLLER://127.0.0.1:$SLUICE_DEV_KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$SLUICE_DEV_KAFKA_SASL_PORT,SSL://127.0.0.1:$SLUICE_DEV_KAFKA_SSL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$SLUICE_DEV_KAFKA_PORT,SASL_SSL://127.0.0.1:$SLUICE_DEV_KAFKA_SASL_PORT,SSL://127.0.0.1:$SLUICE_DEV_KAFKA_SSL_PORT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
 inter.broker.listener.name=PLAINTEXT
+# TLS of both secured listeners: the dev CA's server certificate, read as PEM
+# (Kafka 4 takes PEM key stores as they are); clients of the SSL listener
+# must show a certificate the dev CA signed.
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_STATE/server-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_STATE/ca.pem
+listener.name.ssl.ssl.client.auth=required
+# SASL on the SASL_SSL listener. SCRAM users live in the cluster metadata
+# (added at format time; pkg/testenv adds them to a state formatted before
+# they existed); the PLAIN user is here. OAUTHBEARER uses Kafka's unsecured
+# JWS validator: it accepts any unsigned token with a subject and a future
+# expiry, which is fine for a throwaway dev broker and never for production.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SLUICE_DEV_PLAIN_USER="$plain_password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
 log.dirs=$KAFKA_STATE/data
 # A misspelt topic must fail loudly, not appear silently.
 auto.create.topics.enable=false
@@ -98,8 +124,11 @@ Configuration:
 YAML
   if [ ! -f "$KAFKA_STATE/data/meta.properties" ]; then
     log "formatting Kafka storage in $KAFKA_STATE/data"
+    local scram_password; scram_password=$(cat "$TLS_STATE/scram.password")
     java -cp "$jars/*" kafka.tools.StorageTool format --ignore-formatted \
         -t "$(java -cp "$jars/*" kafka.tools.StorageTool random-uuid)" \
+        --add-scram "SCRAM-SHA-256=[name=$SLUICE_DEV_SCRAM_USER,password=$scram_password]" \
+        --add-scram "SCRAM-SHA-512=[name=$SLUICE_DEV_SCRAM_USER,password=$scram_password]" \
         -c "$KAFKA_STATE/server.properties" >"$KAFKA_STATE/format.log" 2>&1 \
       || { cat "$KAFKA_STATE/format.log" >&2; die "formatting Kafka storage failed (see $KAFKA_STATE/format.log)"; }
   fi
@@ -116,8 +145,10 @@ YAML
 
 start_clickhouse() {
   if pid_alive "$CLICKHOUSE_STATE/pid"; then return; fi
-  wait_gone ClickHouse "$CLICKHOUSE_STATE/pid" "$SLUICE_DEV_CLICKHOUSE_PORT" "$SLUICE_DEV_CLICKHOUSE_HTTP_PORT"
+  wait_gone ClickHouse "$CLICKHOUSE_STATE/pid" "$SLUICE_DEV_CLICKHOUSE_PORT" "$SLUICE_DEV_CLICKHOUSE_HTTP_PORT" \
+    "$SLUICE_DEV_CLICKHOUSE_SECURE_PORT"
   local d=$CLICKHOUSE_STATE
+  local tls_password; tls_password=$(cat "$TLS_STATE/clickhouse.password")
   mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas"
   # <yandex> is the root element 18.16 knows; current servers still accept it.
   cat > "$d/config.xml" <<XML
@@ -133,6 +164,19 @@ start_clickhouse() {
   <listen_host>127.0.0.1</listen_host>
   <tcp_port>$SLUICE_DEV_CLICKHOUSE_PORT</tcp_port>
   <http_port>$SLUICE_DEV_CLICKHOUSE_HTTP_PORT</http_port>
+  <!-- The native protocol over TLS, with the dev CA's server certificate. -->
+  <tcp_port_secure>$SLUICE_DEV_CLICKHOUSE_SECURE_PORT</tcp_port_secure>
+  <openSSL>
+    <server>
+      <certificateFile>$TLS_STATE/server.pem</certificateFile>
+      <privateKeyFile>$TLS_STATE/server.key</privateKeyFile>
+      <verificationMode>none</verificationMode>
+      <loadDefaultCAFile>false</loadDefaultCAFile>
+      <cacheSessions>true</cacheSessions>
+      <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+      <preferServerCiphers>true</preferServerCiphers>
+    </server>
+  </openSSL>
   <max_connections>1024</max_connections>
   <keep_alive_timeout>3</keep_alive_timeout>
   <max_concurrent_queries>100</max_concurrent_queries>
@@ -150,7 +194,9 @@ start_clickhouse() {
   <mlock_executable>false</mlock_executable>
 </yandex>
 XML
-  cat > "$d/users.xml" <<'XML'
+  # default: no password, for the plain port; $SLUICE_DEV_CLICKHOUSE_TLS_USER:
+  # a password from dev/certs.sh, for the tests over the secure port.
+  cat > "$d/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
@@ -161,6 +207,12 @@ XML
       <profile>default</profile>
       <quota>default</quota>
     </default>
+    <$SLUICE_DEV_CLICKHOUSE_TLS_USER>
+      <password>$tls_password</password>
+      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </$SLUICE_DEV_CLICKHOUSE_TLS_USER>
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
     <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
@@ -233,4 +285,4 @@ if wants kafka && [ "${SLUICE_DEV_TOPICS:-1}" = 1 ]; then
     || die "creating topics failed"
 fi
 
-log "ready: ${parts[*]} (Kafka 127.0.0.1:$SLUICE_DEV_KAFKA_PORT, ClickHouse 127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT, http $SLUICE_DEV_CLICKHOUSE_HTTP_PORT)"
+log "ready: ${parts[*]} (Kafka 127.0.0.1:$SLUICE_DEV_KAFKA_PORT, SASL_SSL $SLUICE_DEV_KAFKA_SASL_PORT, SSL $SLUICE_DEV_KAFKA_SSL_PORT; ClickHouse 127.0.0.1:$SLUICE_DEV_CLICKHOUSE_PORT, TLS $SLUICE_DEV_CLICKHOUSE_SECURE_PORT, http $SLUICE_DEV_CLICKHOUSE_HTTP_PORT)"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/tlsconf"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -25,10 +26,31 @@ type Config struct {
 	Brokers []string
 	// ClientID names this process in broker logs and quotas.
 	ClientID string
+	// TLS encrypts the connections (SLUICE_KAFKA_TLS_*).
+	TLS tlsconf.Config
+	// SASL authenticates them (SLUICE_KAFKA_SASL_*).
+	SASL SASL
 }
 
-// Validate reports a missing or malformed broker list.
+// Validate reports a missing or malformed broker list, and TLS and SASL
+// settings that cannot work: a certificate without its key, files that do
+// not exist or do not parse, an unknown mechanism, a mechanism without its
+// credentials. Each error names the variable to fix.
 func (c Config) Validate() error {
+	if err := c.validateBrokers(); err != nil {
+		return err
+	}
+	if err := c.tls().Validate(); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return c.SASL.validate(c.TLS.Enabled)
+}
+
+// tls is the TLS settings under their variables' names, also when the
+// Config was built in code rather than registered.
+func (c Config) tls() tlsconf.Config { return c.TLS.Named("kafka") }
+
+func (c Config) validateBrokers() error {
 	if len(c.Brokers) == 0 {
 		return ErrNoBrokers
 	}
@@ -44,12 +66,33 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func (c Config) base() []kgo.Opt {
+// base is the options of every client: brokers, client id, TLS and SASL.
+// It validates c first, so every builder refuses what Validate refuses.
+func (c Config) base() ([]kgo.Opt, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...)}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))
 	}
-	return opts
+	tc, err := c.tls().Build()
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if tc != nil {
+		// kgo.DialTLSConfig's dialer, plus the address kept with a failed
+		// handshake's error so Fatal can name the broker (fatal.go).
+		opts = append(opts, kgo.Dialer(tlsDialer(c.tls(), tc)))
+	}
+	mech, err := c.SASL.build()
+	if err != nil {
+		return nil, err
+	}
+	if mech != nil {
+		opts = append(opts, kgo.SASL(mech))
+	}
+	return opts, nil
 }
 
 // ProducerOptions are the options of every producing client. franz-go's
@@ -76,10 +119,11 @@ func ProducerOptions() []kgo.Opt {
 // NewProducer returns an idempotent, acks=all producer. extra options are
 // appended (and so override) the shared ones.
 func NewProducer(cfg Config, extra ...kgo.Opt) (*kgo.Client, error) {
-	if err := cfg.Validate(); err != nil {
+	opts, err := cfg.base()
+	if err != nil {
 		return nil, err
 	}
-	opts := append(cfg.base(), ProducerOptions()...)
+	opts = append(opts, ProducerOptions()...)
 	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -129,13 +173,14 @@ var sessionTimeout = kgo.SessionTimeout(15 * time.Second)
 // NewConsumer returns a read_committed group consumer that commits only
 // marked records. extra options are appended to the shared ones.
 func NewConsumer(cfg Config, group string, topics []string, extra ...kgo.Opt) (*kgo.Client, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if group == "" || len(topics) == 0 {
 		return nil, errors.New("kafka: consumer needs a group and at least one topic")
 	}
-	opts := append(cfg.base(), ConsumerOptions(group, topics...)...)
+	opts, err := cfg.base()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, ConsumerOptions(group, topics...)...)
 	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -148,10 +193,11 @@ func NewConsumer(cfg Config, group string, topics []string, extra ...kgo.Opt) (*
 // for exactly-once stages (the router): records produced and offsets
 // consumed commit or abort together.
 func NewTransactSession(cfg Config, transactionalID, group string, topics []string, extra ...kgo.Opt) (*kgo.GroupTransactSession, error) {
-	if err := cfg.Validate(); err != nil {
+	opts, err := cfg.base()
+	if err != nil {
 		return nil, err
 	}
-	opts := append(cfg.base(), ProducerOptions()...)
+	opts = append(opts, ProducerOptions()...)
 	opts = append(opts,
 		kgo.TransactionalID(transactionalID),
 		// A transaction holds read_committed readers back; one that stalls
@@ -179,10 +225,11 @@ func NewTransactSession(cfg Config, transactionalID, group string, topics []stri
 // NewClient returns a plain client (no group, no producer tuning) for direct
 // partition reads such as materialising a compacted topic.
 func NewClient(cfg Config, extra ...kgo.Opt) (*kgo.Client, error) {
-	if err := cfg.Validate(); err != nil {
+	opts, err := cfg.base()
+	if err != nil {
 		return nil, err
 	}
-	opts := append(cfg.base(), extra...)
+	opts = append(opts, extra...)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("building kafka client: %w", err)
@@ -209,11 +256,14 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 }
 
 // Register binds the connection settings to flags and SLUICE_KAFKA_*
-// variables.
+// variables: brokers and client id, SLUICE_KAFKA_TLS_* and
+// SLUICE_KAFKA_SASL_*.
 func (c *Config) Register(l *config.Loader, service string) {
 	l.StringList(&c.Brokers, "kafka-brokers", []string{"127.0.0.1:19092"},
 		"Kafka bootstrap servers, comma-separated host:port (the default is the dev stack's)")
 	l.String(&c.ClientID, "kafka-client-id", "sluice-"+service, "client id this process shows the brokers")
+	c.TLS.Register(l, "kafka", "Kafka")
+	c.SASL.register(l)
 }
 
 // PollWait bounds how long a stage's loop waits in one poll for records, so

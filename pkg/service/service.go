@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/config"
 	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
@@ -180,8 +181,17 @@ func (r *Runtime) Close(ctx context.Context) {
 // topics not created yet) is waited for, never a reason to exit (DESIGN
 // §10). Each try gets tryTimeout; failures back off from 100 ms, doubling
 // with jitter, to 10 s, and are logged at the first failure and then at most
-// every 30 s, so an outage does not flood the log. Await returns ctx's error
-// if ctx ends first, and nil once try succeeded.
+// every 30 s, so an outage does not flood the log.
+//
+// A dependency that answers and refuses us is another matter: wrong
+// credentials or a certificate we do not trust (kafkax.Fatal,
+// clickhousex.Fatal) will not get better by waiting, and a pod that waits
+// on them looks merely unready while the cause hides in its log. Await
+// returns such a refusal at once, so the service exits non-zero with a
+// message naming the cause and the setting to check.
+//
+// Await returns nil once try succeeded, the refusal, or ctx's error if ctx
+// ends first; AwaitFailed turns the last two into Run's result.
 func Await(ctx context.Context, stage *health.Stage, log *slog.Logger, what string, try func(context.Context) error) error {
 	const tryTimeout = 10 * time.Second
 	backoff := 100 * time.Millisecond
@@ -199,6 +209,11 @@ func Await(ctx context.Context, stage *health.Stage, log *slog.Logger, what stri
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if refusal := Refusal(err); refusal != nil {
+			stage.Stopped(what + ": " + refusal.Error())
+			log.Error("a dependency refused this process; not retrying", "waiting_for", what, "err", refusal)
+			return refusal
+		}
 		stage.Waiting(what + ": " + err.Error())
 		if time.Since(lastLog) >= 30*time.Second {
 			log.Warn("waiting for a dependency; retrying", "waiting_for", what, "attempt", attempt, "err", err)
@@ -212,6 +227,25 @@ func Await(ctx context.Context, stage *health.Stage, log *slog.Logger, what stri
 		case <-time.After(wait):
 		}
 	}
+}
+
+// Refusal returns err's refusal by Kafka or ClickHouse (an *kafkax.AuthError
+// or *clickhousex.AuthError), nil when err is something to wait out.
+func Refusal(err error) error {
+	if f := kafkax.Fatal(err); f != nil {
+		return f
+	}
+	return clickhousex.Fatal(err)
+}
+
+// AwaitFailed is what Run returns after an Await that did not succeed: nil
+// when ctx ended (the service was stopped while waiting: a clean stop), the
+// refusal otherwise (the process exits 1 with its message).
+func AwaitFailed(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // Budgeted is a service Config: it says how long the process may take from

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/health"
 
 	"github.com/sluicehq/sluice/pkg/kafkax"
@@ -162,4 +164,34 @@ func TestAwaitStopsWithItsContext(t *testing.T) {
 			t.Fatalf("Await after cancel = %v, want context.Canceled", err)
 		}
 	})
+}
+
+// TestAwaitReturnsARefusalAtOnce: credentials or a certificate the cluster
+// refuses will not get better by waiting; Await returns the refusal on the
+// first try, and AwaitFailed hands it to Run's caller, while a stop during
+// the wait stays a clean stop.
+func TestAwaitReturnsARefusalAtOnce(t *testing.T) {
+	for _, refusal := range []error{
+		fmt.Errorf("listing topics: %w", &kafkax.AuthError{What: `SASL SCRAM-SHA-512 authentication as "sluice" refused by 127.0.0.1:19094`,
+			Check: []string{"SLUICE_KAFKA_SASL_USERNAME"}}),
+		&clickhousex.AuthError{What: `authentication as "sluice" refused by 127.0.0.1:9440`},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			reg := health.NewRegistry(time.Minute, nil)
+			calls := 0
+			err := service.Await(t.Context(), reg.Stage("config"), slog.New(slog.DiscardHandler), "kafka topics",
+				func(context.Context) error { calls++; return refusal })
+			if calls != 1 || err == nil || !strings.Contains(err.Error(), "refused by 127.0.0.1:") {
+				t.Fatalf("Await = %v after %d tries, want the refusal after one", err, calls)
+			}
+			if got := service.AwaitFailed(t.Context(), err); got != err {
+				t.Fatalf("AwaitFailed = %v, want the refusal", got)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := service.AwaitFailed(ctx, context.Canceled); err != nil {
+		t.Fatalf("AwaitFailed after a stop = %v, want nil (a clean stop)", err)
+	}
 }

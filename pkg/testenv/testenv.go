@@ -50,6 +50,8 @@ var (
 
 type settings struct {
 	repo, state, brokers, clickhouse string
+	// vars are every line of dev/env.sh, the secured doors' among them.
+	vars map[string]string
 }
 
 // Main runs the package's tests and, when this process was the last user of
@@ -95,7 +97,7 @@ func loadSettings() (settings, error) {
 		}
 	}
 	return settings{repo: repo, state: vars["SLUICE_DEV_STATE"],
-		brokers: vars["KAFKA_BROKERS"], clickhouse: vars["CLICKHOUSE_ADDR"]}, nil
+		brokers: vars["KAFKA_BROKERS"], clickhouse: vars["CLICKHOUSE_ADDR"], vars: vars}, nil
 }
 
 func reachable(addr string) bool {
@@ -140,7 +142,8 @@ func ensureStack() error {
 		return fmt.Errorf("testenv: locking the start file: %w", err)
 	}
 	defer start.Close()
-	if reachable(s.brokers) && reachable(s.clickhouse) {
+	if reachable(s.brokers) && reachable(s.clickhouse) && reachable(s.vars["KAFKA_SASL_BROKERS"]) &&
+		reachable(s.vars["CLICKHOUSE_SECURE_ADDR"]) {
 		return nil
 	}
 	cmd := exec.Command("bash", filepath.Join(s.repo, "dev", "up.sh"))

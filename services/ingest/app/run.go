@@ -29,7 +29,9 @@ import (
 // Run serves the API until ctx is cancelled, then lets requests in flight
 // finish (up to the shutdown timeout) and returns. Kafka that is down, or
 // topics not created yet, are waited for at start (the stages say what they
-// wait for on /readyz), never a reason to exit.
+// wait for on /readyz), never a reason to exit; a cluster that refuses our
+// credentials or certificate ends Run at once with the cause
+// (service.Await).
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -66,14 +68,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
 		return service.RequireTopics(ctx, cfg.Kafka, names.Events, names.Config, names.Dedup, names.Deliveries, names.Ordered, names.Dead)
 	}); err != nil {
-		return nil // stopped while waiting
+		return service.AwaitFailed(ctx, err)
 	}
 	var store *configstore.Store
 	if err := service.Await(ctx, cfgStage, rt.Log, "config topic", func(ctx context.Context) (err error) {
 		store, err = configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
 		return err
 	}); err != nil {
-		return nil
+		return service.AwaitFailed(ctx, err)
 	}
 	defer store.Close()
 	store.ReportTo(cfgStage)
@@ -87,7 +89,7 @@ func Run(ctx context.Context, cfg Config) error {
 		events, view, producer, err = startEvents(ctx, cfg, names, rt)
 		return err
 	}); err != nil {
-		return nil
+		return service.AwaitFailed(ctx, err)
 	}
 	view.ReportTo(viewStage)
 	if err := exportView(rt, view); err != nil {
@@ -270,7 +272,7 @@ func routerWorker(cfg Config, names topics.Names, store *configstore.Store, rt *
 			}
 			return samePartitions(ctx, cfg.Kafka, names.Events, names.Dedup)
 		}); err != nil {
-			return nil // stopped while waiting
+			return service.AwaitFailed(ctx, err)
 		}
 		stage.Waiting("waiting for the config view to catch up")
 		if err := store.WaitCaughtUp(ctx); err != nil {

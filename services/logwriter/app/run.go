@@ -17,7 +17,8 @@ import (
 // Run runs the logwriter until ctx is cancelled, then inserts what it holds,
 // commits and returns. ClickHouse and Kafka that are down at start are
 // waited for (the "logwriter" stage says what it waits for), never a reason
-// to exit.
+// to exit; one that refuses our credentials or certificate ends Run at once
+// with the cause (service.Await).
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -42,13 +43,13 @@ func Run(ctx context.Context, cfg Config) error {
 		conn = c
 		return nil
 	}); err != nil {
-		return nil // stopped while waiting
+		return service.AwaitFailed(ctx, err)
 	}
 	defer conn.Close()
 	if err := service.Await(ctx, stage, rt.Log, "kafka topics", func(ctx context.Context) error {
 		return service.RequireTopics(ctx, cfg.Kafka, names.Attempts, names.EventLog)
 	}); err != nil {
-		return nil
+		return service.AwaitFailed(ctx, err)
 	}
 	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog})
 	if err != nil {

@@ -20,7 +20,8 @@ import (
 // Run runs the sender until ctx is cancelled, then finishes the requests
 // in flight, commits and returns. Kafka that is down, or topics not created
 // yet, are waited for at start (the stages say so on /readyz), never a
-// reason to exit.
+// reason to exit; a cluster that refuses our credentials or certificate
+// ends Run at once with the cause (service.Await).
 func Run(ctx context.Context, cfg Config) error {
 	rt, err := service.Start(Name, cfg.Common, os.Stdout)
 	if err != nil {
@@ -45,14 +46,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := service.Await(ctx, cfgStage, rt.Log, "kafka topics", func(ctx context.Context) error {
 		return service.RequireTopics(ctx, cfg.Kafka, need...)
 	}); err != nil {
-		return nil // stopped while waiting
+		return service.AwaitFailed(ctx, err)
 	}
 	var store *configstore.Store
 	if err := service.Await(ctx, cfgStage, rt.Log, "config topic", func(ctx context.Context) (err error) {
 		store, err = configstore.Open(ctx, cfg.Kafka, names.Config, rt.Log)
 		return err
 	}); err != nil {
-		return nil
+		return service.AwaitFailed(ctx, err)
 	}
 	defer store.Close()
 	store.ReportTo(cfgStage)
