@@ -38,19 +38,6 @@ var refused = map[string]string{
 	"SLUICE_INSECURE_DEV_SECRETS_KEY": "development only: seals endpoint secrets with a public key",
 }
 
-// pendingContract are settings of issue 12's shared contract that the
-// chart sets but that other branches add to the code (pkg/kafkax,
-// pkg/clickhousex, sluice-topics). Once merged they are real knobs, and an
-// entry here that is a knob of every program using it is no longer needed.
-var pendingContract = []string{
-	"SLUICE_KAFKA_TLS", "SLUICE_KAFKA_TLS_CA_FILE", "SLUICE_KAFKA_TLS_CERT_FILE", "SLUICE_KAFKA_TLS_KEY_FILE",
-	"SLUICE_KAFKA_TLS_SERVER_NAME", "SLUICE_KAFKA_SASL_MECHANISM", "SLUICE_KAFKA_SASL_USERNAME",
-	"SLUICE_KAFKA_SASL_PASSWORD_FILE", "SLUICE_KAFKA_SASL_OAUTH_TOKEN_FILE", "SLUICE_KAFKA_SASL_OAUTH_EXTENSIONS",
-	"SLUICE_CLICKHOUSE_PASSWORD_FILE", "SLUICE_CLICKHOUSE_TLS", "SLUICE_CLICKHOUSE_TLS_CA_FILE",
-	"SLUICE_CLICKHOUSE_TLS_CERT_FILE", "SLUICE_CLICKHOUSE_TLS_KEY_FILE", "SLUICE_CLICKHOUSE_TLS_SERVER_NAME",
-	"SLUICE_MIN_INSYNC_REPLICAS", "SLUICE_KAFKA_WAIT",
-}
-
 var serviceKnobs = map[string][]config.Knob{
 	"ingest": ingest.Knobs(), "sender": sender.Knobs(), "logwriter": logwriter.Knobs(),
 }
@@ -122,7 +109,7 @@ func TestConfigKeysAreTheServicesKnobs(t *testing.T) {
 }
 
 // TestRenderedSettingsAreKnobs: every SLUICE_* variable the chart gives a
-// service is one of its settings (or of the contract being merged), so a
+// service is one of its settings, so a
 // misspelt managed variable fails here.
 func TestRenderedSettingsAreKnobs(t *testing.T) {
 	for _, file := range ciFiles(t) {
@@ -131,7 +118,7 @@ func TestRenderedSettingsAreKnobs(t *testing.T) {
 			c := d.Spec.Template.Spec.Containers[0]
 			knobs := envNames(serviceKnobs[c.Name])
 			for _, e := range c.Env {
-				if strings.HasPrefix(e.Name, "SLUICE_") && !slices.Contains(knobs, e.Name) && !slices.Contains(pendingContract, e.Name) {
+				if strings.HasPrefix(e.Name, "SLUICE_") && !slices.Contains(knobs, e.Name) {
 					t.Errorf("%s: %s sets %s, which is no setting of %s", filepath.Base(file), d.Name, e.Name, c.Name)
 				}
 			}
@@ -158,7 +145,7 @@ func TestTopicsJobSettingsAreFlags(t *testing.T) {
 	if len(flags) < 5 {
 		t.Fatalf("sluice-topics -help lists %d settings:\n%s", len(flags), out)
 	}
-	known := slices.Clone(pendingContract)
+	var known []string
 	for _, f := range flags {
 		known = append(known, f[1])
 	}

@@ -124,6 +124,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		_, err := adm.ListBrokers(ctx)
 		return err
 	}); err != nil {
+		// A refusal (wrong credentials, an untrusted certificate) is
+		// returned at once by Await and names its cause itself.
+		if r := kafkax.Fatal(err); r != nil {
+			return r
+		}
 		return fmt.Errorf("kafka %v did not answer within %v: %w", o.kafka.Brokers, o.wait, err)
 	}
 
