@@ -6,10 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -91,27 +88,8 @@ func (c Config) Validate() error {
 // a mistaken path (a log file) must not be read whole.
 const passwordLimit = 4 << 10
 
-// readPassword reads a password file without the line ending an editor or
-// `echo` leaves.
-func readPassword(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, passwordLimit+1))
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > passwordLimit {
-		return "", fmt.Errorf("%s is larger than %d bytes: is it the right file?", path, passwordLimit)
-	}
-	p := strings.TrimRight(string(b), "\r\n")
-	if p == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return p, nil
-}
+// readPassword reads the password file (tlsconf.ReadSecretFile).
+func readPassword(path string) (string, error) { return tlsconf.ReadSecretFile(path, passwordLimit) }
 
 // Open connects without selecting the database (the logwriter may have to
 // create it first) and checks the server answers.

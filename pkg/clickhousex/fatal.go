@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/sluicehq/sluice/pkg/tlsconf"
 )
 
 // ClickHouse exception codes that mean "these credentials will not do":
@@ -19,36 +21,9 @@ var authCodes = map[int32]string{
 	195: "IP_ADDRESS_NOT_ALLOWED", 516: "AUTHENTICATION_FAILED",
 }
 
-// AuthError is a connection to ClickHouse that the server refused and that
-// waiting will not cure: credentials it does not accept, a certificate we
-// do not trust, a port that does not speak TLS. The logwriter exits on it
-// at start with its message, which names the cause and what to check.
-type AuthError struct {
-	// What names the cause: `authentication as "sluice" refused by
-	// 127.0.0.1:9440 (code 516: …)`, `TLS: certificate of … is not signed
-	// by a trusted authority (…)`.
-	What string
-	// Check lists the settings to look at.
-	Check []string
-	Err   error
-}
-
-func (e *AuthError) Error() string {
-	msg := "clickhouse: " + e.What
-	if len(e.Check) > 0 {
-		msg += ": check " + joinAnd(e.Check)
-	}
-	return msg
-}
-
-func (e *AuthError) Unwrap() error { return e.Err }
-
-func joinAnd(s []string) string {
-	if len(s) < 2 {
-		return strings.Join(s, "")
-	}
-	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
-}
+// AuthError is a connection to ClickHouse that the server refused and
+// that waiting will not cure (see Fatal).
+type AuthError = tlsconf.AuthError
 
 // dialError is a failed connection to addr with the settings used; its
 // text is the cause's alone.
@@ -77,7 +52,7 @@ func Fatal(err error) error {
 		return nil
 	}
 	if r, ok := de.cfg.tls().Diagnose(de.err, de.addr); ok {
-		return &AuthError{What: "TLS: " + r.Reason, Check: r.Check, Err: err}
+		return &AuthError{Dependency: "clickhouse", What: "TLS: " + r.Reason, Check: r.Check, Err: err}
 	}
 	var ex *clickhouse.Exception
 	if errors.As(err, &ex) {
@@ -86,7 +61,7 @@ func Fatal(err error) error {
 			if de.cfg.PasswordFile != "" {
 				password = envPasswordFile
 			}
-			return &AuthError{
+			return &AuthError{Dependency: "clickhouse",
 				What: fmt.Sprintf("authentication as %q refused by %s (code %d %s: %s)",
 					de.cfg.Username, de.addr, ex.Code, name, firstLine(ex.Message)),
 				Check: []string{envUsername, password}, Err: err}

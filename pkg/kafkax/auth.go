@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/tlsconf"
 )
 
 // The SASL mechanisms Config.SASL.Mechanism takes (upper or lower case).
@@ -141,28 +140,8 @@ func (s SASL) validate(tls bool) error {
 // mistaken path (a log file) from being read whole at every connection.
 const secretLimit = 64 << 10
 
-// readSecret reads a password or token file, without the line ending an
-// editor or `echo` leaves. An empty file is an error: sending an empty
-// password would only be refused later, with less said.
-func readSecret(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, secretLimit+1))
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > secretLimit {
-		return "", fmt.Errorf("%s is larger than %d bytes: is it the right file?", path, secretLimit)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
-}
+// readSecret reads a password or token file (tlsconf.ReadSecretFile).
+func readSecret(path string) (string, error) { return tlsconf.ReadSecretFile(path, secretLimit) }
 
 // extensionKey is RFC 7628's key syntax; "auth" is reserved for the token.
 var extensionKey = regexp.MustCompile(`^[A-Za-z]+$`)
@@ -332,35 +311,8 @@ func (s trackedSession) Challenge(resp []byte) (bool, []byte, error) {
 }
 
 // AuthError is a connection to Kafka that the cluster refused and that
-// waiting will not cure: credentials it does not accept, a certificate we
-// do not trust, a mechanism it does not offer. Services exit on it at
-// start with its message, which names the cause and the settings to check.
-type AuthError struct {
-	// What names the cause: `SASL SCRAM-SHA-512 authentication as "sluice"
-	// refused by 127.0.0.1:19094`, `TLS: certificate of … is not signed by
-	// a trusted authority (…)`.
-	What string
-	// Check lists the settings to look at.
-	Check []string
-	Err   error
-}
-
-func (e *AuthError) Error() string {
-	msg := "kafka: " + e.What
-	if len(e.Check) > 0 {
-		msg += ": check " + joinAnd(e.Check)
-	}
-	return msg
-}
-
-func (e *AuthError) Unwrap() error { return e.Err }
-
-func joinAnd(s []string) string {
-	if len(s) < 2 {
-		return strings.Join(s, "")
-	}
-	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
-}
+// waiting will not cure (see Fatal).
+type AuthError = tlsconf.AuthError
 
 // credentialSettings are the settings behind a mechanism's credentials.
 func credentialSettings(mechanism string) []string {
@@ -384,7 +336,7 @@ func authRefused(a *authAttempt, err error, said string) *AuthError {
 	if said != "" {
 		what += " (" + said + ")"
 	}
-	return &AuthError{What: what, Check: credentialSettings(a.mechanism), Err: err}
+	return &AuthError{Dependency: "kafka", What: what, Check: credentialSettings(a.mechanism), Err: err}
 }
 
 // brokerMessage is the text a broker sent with an error code: franz-go

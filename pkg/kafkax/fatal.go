@@ -37,7 +37,7 @@ func Fatal(err error) error {
 	var de *dialError
 	if errors.As(err, &de) {
 		if r, ok := de.tls.Diagnose(de.err, de.addr); ok {
-			return &AuthError{What: "TLS: " + r.Reason, Check: r.Check, Err: err}
+			return &AuthError{Dependency: "kafka", What: "TLS: " + r.Reason, Check: r.Check, Err: err}
 		}
 	}
 	switch {
@@ -52,7 +52,7 @@ func Fatal(err error) error {
 		if a := lastAuth.Load(); a != nil {
 			what = "SASL mechanism " + a.mechanism + " is not enabled on " + a.addr
 		}
-		return &AuthError{What: what, Check: []string{envMechanism}, Err: err}
+		return &AuthError{Dependency: "kafka", What: what, Check: []string{envMechanism}, Err: err}
 	}
 	return nil
 }

@@ -11,10 +11,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluicehq/sluice/pkg/config"
-	"github.com/sluicehq/sluice/pkg/tlsconf"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sluicehq/sluice/pkg/config"
+	"github.com/sluicehq/sluice/pkg/tlsconf"
 )
 
 // ErrNoBrokers is returned when a Config names no bootstrap broker.

@@ -172,9 +172,9 @@ func TestAwaitStopsWithItsContext(t *testing.T) {
 // the wait stays a clean stop.
 func TestAwaitReturnsARefusalAtOnce(t *testing.T) {
 	for _, refusal := range []error{
-		fmt.Errorf("listing topics: %w", &kafkax.AuthError{What: `SASL SCRAM-SHA-512 authentication as "sluice" refused by 127.0.0.1:19094`,
+		fmt.Errorf("listing topics: %w", &kafkax.AuthError{Dependency: "kafka", What: `SASL SCRAM-SHA-512 authentication as "sluice" refused by 127.0.0.1:19094`,
 			Check: []string{"SLUICE_KAFKA_SASL_USERNAME"}}),
-		&clickhousex.AuthError{What: `authentication as "sluice" refused by 127.0.0.1:9440`},
+		&clickhousex.AuthError{Dependency: "clickhouse", What: `authentication as "sluice" refused by 127.0.0.1:9440`},
 	} {
 		synctest.Test(t, func(t *testing.T) {
 			reg := health.NewRegistry(time.Minute, nil)

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -205,6 +206,34 @@ func (c Config) Diagnose(err error, addr string) (Refusal, bool) {
 	return Refusal{}, false
 }
 
+// AuthError is a connection that its server (Kafka, ClickHouse) refused
+// and that waiting will not cure: credentials it does not accept, a
+// certificate we do not trust, a mechanism it does not offer, a port that
+// does not speak TLS. Services exit on it at start with its message, which
+// names the cause and the settings to check. kafkax and clickhousex each
+// classify their client's errors into it (their Fatal).
+type AuthError struct {
+	// Dependency is "kafka" or "clickhouse".
+	Dependency string
+	// What names the cause: `SASL SCRAM-SHA-512 authentication as "sluice"
+	// refused by 127.0.0.1:19094`, `TLS: certificate of … is not signed by
+	// a trusted authority (…)`.
+	What string
+	// Check lists the settings to look at.
+	Check []string
+	Err   error
+}
+
+func (e *AuthError) Error() string {
+	msg := e.Dependency + ": " + e.What
+	if h := Hint(e.Check...); h != "" {
+		msg += ": " + h
+	}
+	return msg
+}
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
 // Hint is "check A and B" for the settings of a refusal.
 func Hint(settings ...string) string {
 	switch len(settings) {
@@ -214,4 +243,29 @@ func Hint(settings ...string) string {
 		return "check " + settings[0]
 	}
 	return "check " + strings.Join(settings[:len(settings)-1], ", ") + " and " + settings[len(settings)-1]
+}
+
+// ReadSecretFile reads a password or token file, without the line ending
+// an editor or `echo` leaves. limit bounds what is read, so a mistaken
+// path (a log file) is refused instead of read whole at every connection.
+// An empty file is an error: an empty password would only be refused
+// later, with less said.
+func ReadSecretFile(path string, limit int) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(b) > limit {
+		return "", fmt.Errorf("%s is larger than %d bytes: is it the right file?", path, limit)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
 }
