@@ -1,0 +1,91 @@
+package testenv
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// chdbScript is the Python side of RunChDB (not named chdb.py, which would
+// shadow the package it imports); it is written to a temporary
+// file at each run so the tests need nothing but the package installed.
+//
+//go:embed chdbrun.py
+var chdbScript []byte
+
+// ChDBColumn is one column of a chDB result.
+type ChDBColumn struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// ChDBResult is the answer to one query: columns and rows (JSONCompact
+// values: numbers of 64 bits come as strings), or the error chDB gave.
+type ChDBResult struct {
+	Columns []ChDBColumn `json:"columns"`
+	Rows    [][]any      `json:"rows"`
+	Error   string       `json:"error"`
+}
+
+// ChDB is a run of statements on chDB, the current ClickHouse engine
+// in-process: the PyPI package chdb that dev/install.sh puts in
+// $SLUICE_CACHE/chdb. It covers current ClickHouse releases where the dev
+// stack's server is 18.16.
+type ChDB struct {
+	// Version is the ClickHouse version chDB embeds.
+	Version string
+	Results []ChDBResult
+}
+
+// RunChDB runs setup (each statement must succeed) and then queries (each
+// may fail: its result holds the error) in one fresh chDB session, and
+// returns the engine's version and one result per query. It fails the test
+// when chDB is not installed or setup fails. No dev stack is needed.
+func RunChDB(t testing.TB, setup, queries []string) ChDB {
+	t.Helper()
+	s, err := loadSettings()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	dir := filepath.Join(s.vars["SLUICE_CACHE"], "chdb")
+	if _, err := os.Stat(filepath.Join(dir, "chdb")); err != nil {
+		t.Fatalf("testenv: chDB is not installed in %s (dev/install.sh installs it; make test runs that): %v", dir, err)
+	}
+	script := filepath.Join(t.TempDir(), "chdbrun.py")
+	if err := os.WriteFile(script, chdbScript, 0o644); err != nil {
+		t.Fatalf("testenv: writing %s: %v", script, err)
+	}
+	req, err := json.Marshal(map[string][]string{"setup": setup, "queries": queries})
+	if err != nil {
+		t.Fatalf("testenv: encoding the chDB request: %v", err)
+	}
+	cmd := exec.Command("python3", script)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+dir)
+	cmd.Stdin = bytes.NewReader(req)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("testenv: running chDB (python3 %s with PYTHONPATH=%s): %v\n%s", script, dir, err, stderr.String())
+	}
+	var out ChDB
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		t.Fatalf("testenv: reading chDB's answer: %v\n%s", err, stdout.String())
+	}
+	if len(out.Results) != len(queries) {
+		t.Fatalf("testenv: chDB answered %d results to %d queries", len(out.Results), len(queries))
+	}
+	return out
+}
+
+// String describes a result for a failure message.
+func (r ChDBResult) String() string {
+	if r.Error != "" {
+		return "error: " + r.Error
+	}
+	return fmt.Sprintf("%d columns %v, %d rows", len(r.Columns), r.Columns, len(r.Rows))
+}
