@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // chdbScript is the Python side of RunChDB (not named chdb.py, which would
@@ -69,6 +70,7 @@ func RunChDB(t testing.TB, setup, queries []string) ChDB {
 	cmd.Stdin = bytes.NewReader(req)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("testenv: running chDB (python3 %s with PYTHONPATH=%s): %v\n%s", script, dir, err, stderr.String())
 	}
@@ -76,6 +78,7 @@ func RunChDB(t testing.TB, setup, queries []string) ChDB {
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		t.Fatalf("testenv: reading chDB's answer: %v\n%s", err, stdout.String())
 	}
+	t.Logf("testenv: chDB ran %d statements in %v", len(setup)+len(queries), time.Since(start).Round(time.Millisecond))
 	if len(out.Results) != len(queries) {
 		t.Fatalf("testenv: chDB answered %d results to %d queries", len(out.Results), len(queries))
 	}
