@@ -63,6 +63,8 @@ type chQuery struct {
 	EditorType string `json:"editorType"`
 }
 
+func jsonString(raw json.RawMessage, s *string) error { return json.Unmarshal(raw, s) }
+
 func loadDashboards() ([]dashboard, error) {
 	files, err := filepath.Glob(filepath.Join(dashboardDir, "*.json"))
 	if err != nil {
