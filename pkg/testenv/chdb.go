@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,4 +92,53 @@ func (r ChDBResult) String() string {
 		return "error: " + r.Error
 	}
 	return fmt.Sprintf("%d columns %v, %d rows", len(r.Columns), r.Columns, len(r.Rows))
+}
+
+// ValuesInsert writes rows as one INSERT … VALUES statement for chDB, the
+// same rows a test inserts into ClickHouse 18.16 with a batch: strings are
+// quoted and escaped, times written as UTC 'YYYY-MM-DD hh:mm:ss' (the
+// session runs in UTC: SET session_timezone first), []string as arrays,
+// numbers as Go prints them.
+func ValuesInsert(table, columns string, rows [][]any) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", table, columns)
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, v := range r {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(SQLLiteral(v))
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// SQLLiteral writes one value as ValuesInsert does.
+func SQLLiteral(v any) string {
+	switch v := v.(type) {
+	case string:
+		return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
+	case time.Time:
+		return "'" + v.UTC().Format("2006-01-02 15:04:05") + "'"
+	case []string:
+		q := make([]string, len(v))
+		for i, s := range v {
+			q[i] = SQLLiteral(s)
+		}
+		return "[" + strings.Join(q, ", ") + "]"
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// ClickHouseHTTP is the dev stack's ClickHouse HTTP interface, host:port.
+func ClickHouseHTTP(t testing.TB) string {
+	t.Helper()
+	s := requireStack(t)
+	return strings.TrimPrefix(s.vars["CLICKHOUSE_HTTP"], "http://")
 }

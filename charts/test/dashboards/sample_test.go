@@ -3,10 +3,11 @@ package dashboardtest
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
 // The sample covers the dashboards' fixed range, one hour, with data in
@@ -114,43 +115,7 @@ func insertNative(ctx context.Context, conn driver.Conn, db string) error {
 // insertStatements is the same sample as INSERT … VALUES text, for chDB.
 func insertStatements(db string) []string {
 	return []string{
-		valuesInsert(db+".attempts", attemptColumns, sampleAttempts()),
-		valuesInsert(db+".events", eventColumns, sampleEvents()),
-	}
-}
-
-func valuesInsert(table, cols string, rows [][]any) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES ", table, cols)
-	for i, r := range rows {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for j, v := range r {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(literal(v))
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
-}
-
-func literal(v any) string {
-	switch v := v.(type) {
-	case string:
-		return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
-	case time.Time:
-		return "'" + v.UTC().Format("2006-01-02 15:04:05") + "'"
-	case []string:
-		q := make([]string, len(v))
-		for i, s := range v {
-			q[i] = literal(s)
-		}
-		return "[" + strings.Join(q, ", ") + "]"
-	default:
-		return fmt.Sprint(v)
+		testenv.ValuesInsert(db+".attempts", attemptColumns, sampleAttempts()),
+		testenv.ValuesInsert(db+".events", eventColumns, sampleEvents()),
 	}
 }
