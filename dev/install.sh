@@ -84,7 +84,7 @@ if [ "$(cat "$chdb_dir/.version" 2>/dev/null)" != "$CHDB_VERSION" ]; then
   log "installing chdb $CHDB_VERSION into $chdb_dir"
   tmp="$chdb_dir.tmp.$$"
   rm -rf "$tmp"
-  python3 -m pip install --quiet --disable-pip-version-check --no-input --target "$tmp" "chdb==$CHDB_VERSION" \
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-input --target "$tmp" "chdb==$CHDB_VERSION" \
     || { rm -rf "$tmp"; die "pip install chdb==$CHDB_VERSION failed"; }
   rm -rf "$chdb_dir"
   mv "$tmp" "$chdb_dir"
