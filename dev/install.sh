@@ -71,3 +71,22 @@ pb_version=$(cd "$REPO_DIR/proto" && GOWORK=off go list -m -f '{{.Version}}' goo
   || die "cannot read the protobuf version from proto/go.mod"
 install_go_tool protoc-gen-go "google.golang.org/protobuf/cmd/protoc-gen-go@$pb_version"
 install_go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# chDB (PyPI package chdb): the current ClickHouse engine in-process, for the
+# tests that run the dashboards' SQL, the schema migrations and the log API's
+# queries on today's ClickHouse as well as on the dev stack's 18.16
+# (pkg/testenv/chdb.go). Installed with pip --target into the cache, pinned,
+# so the system Python stays untouched; the stamp holds the version.
+CHDB_VERSION=4.4.0
+chdb_dir="$SLUICE_CACHE/chdb"
+if [ "$(cat "$chdb_dir/.version" 2>/dev/null)" != "$CHDB_VERSION" ]; then
+  command -v python3 >/dev/null || die "python3 is needed for chDB (the dashboard and log API tests)"
+  log "installing chdb $CHDB_VERSION into $chdb_dir"
+  tmp="$chdb_dir.tmp.$$"
+  rm -rf "$tmp"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --no-input --target "$tmp" "chdb==$CHDB_VERSION" \
+    || { rm -rf "$tmp"; die "pip install chdb==$CHDB_VERSION failed"; }
+  rm -rf "$chdb_dir"
+  mv "$tmp" "$chdb_dir"
+  echo "$CHDB_VERSION" > "$chdb_dir/.version"
+fi

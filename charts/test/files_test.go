@@ -14,11 +14,31 @@ import (
 
 // TestDashboardsOneConfigMapPerFile: every JSON file under dashboards/ is
 // one ConfigMap with the Grafana sidecar's label, and none is rendered
-// while dashboards are off.
+// while dashboards are off. The chart's own dashboards (sluice-overview,
+// sluice-endpoint, sluice-pipeline) are there with their content, and two
+// added files show how names are made from file names.
 func TestDashboardsOneConfigMapPerFile(t *testing.T) {
 	ch := loadChart(t)
+	want := map[string]string{
+		fullname + "-dashboard-team-overview": "Team Overview.json",
+		fullname + "-dashboard-delivery-log":  "delivery-log.json",
+	}
+	shipped := map[string]string{} // ConfigMap name → the file's JSON
+	for _, f := range ch.Files {
+		if dir, base := filepath.Split(f.Name); dir == "dashboards/" && strings.HasSuffix(base, ".json") {
+			name := fullname + "-dashboard-" + strings.TrimSuffix(base, ".json")
+			want[name] = base
+			shipped[name] = string(f.Data)
+		}
+	}
+	for _, name := range []string{"sluice-overview", "sluice-endpoint", "sluice-pipeline"} {
+		if _, ok := shipped[fullname+"-dashboard-"+name]; !ok {
+			t.Errorf("the chart does not ship dashboards/%s.json", name)
+		}
+	}
 	ch.Files = append(ch.Files,
-		&common.File{Name: "dashboards/Sluice Overview.json", Data: []byte(`{"title": "Sluice overview"}`)},
+		&common.File{Name: "dashboards/Team Overview.json", Data: []byte(`{"title": "Team overview"}`)},
+		&common.File{Name: "dashboards/Team Overview.json", Data: []byte(`{"title": "Team overview"}`)},
 		&common.File{Name: "dashboards/delivery-log.json", Data: []byte(`{"title": "Delivery log"}`)},
 		&common.File{Name: "dashboards/notes.md", Data: []byte(`not a dashboard`)})
 	off := renderWith(t, ch, withValues(t, "minimal.yaml", ""))
@@ -26,10 +46,6 @@ func TestDashboardsOneConfigMapPerFile(t *testing.T) {
 		t.Fatalf("%d ConfigMaps rendered with dashboards off", n)
 	}
 	r := renderWith(t, ch, withValues(t, "minimal.yaml", "dashboards: {enabled: true, annotations: {grafana_folder: Sluice}}"))
-	want := map[string]string{
-		fullname + "-dashboard-sluice-overview": "Sluice Overview.json",
-		fullname + "-dashboard-delivery-log":    "delivery-log.json",
-	}
 	cms := all[*corev1.ConfigMap](r)
 	if len(cms) != len(want) {
 		t.Fatalf("rendered %d ConfigMaps, want %d", len(cms), len(want))
@@ -45,6 +61,9 @@ func TestDashboardsOneConfigMapPerFile(t *testing.T) {
 		}
 		if !strings.Contains(cm.Data[key], `"title"`) {
 			t.Errorf("%s: data %v does not hold %s", cm.Name, cm.Data, key)
+		}
+		if json, ok := shipped[cm.Name]; ok && strings.TrimSpace(cm.Data[key]) != strings.TrimSpace(json) {
+			t.Errorf("%s: data differs from dashboards/%s", cm.Name, key)
 		}
 	}
 }

@@ -80,6 +80,18 @@ func splitStatements(sql string) []string {
 	return stmts
 }
 
+// Bootstrap returns the statements Migrate runs before any migration: the
+// database and the schema_migrations table that records what was applied.
+// The chDB tests run them, with Migrations, on the current engine.
+func Bootstrap(db string) []string {
+	return []string{
+		"CREATE DATABASE IF NOT EXISTS " + db,
+		`CREATE TABLE IF NOT EXISTS ` + db + `.schema_migrations (
+    version UInt32, name String, applied_at DateTime
+) ENGINE = ReplacingMergeTree() ORDER BY version`,
+	}
+}
+
 // Migrate creates the database if needed and applies the migrations not yet
 // recorded. It is safe to run from several logwriters at once: every
 // statement is idempotent (IF NOT EXISTS), and recording a version twice
@@ -88,13 +100,10 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied []uint32
 	if !clickhousex.ValidIdentifier(db) {
 		return nil, fmt.Errorf("database name %q is not a plain identifier", db)
 	}
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
-		return nil, fmt.Errorf("creating database %s: %w", db, err)
-	}
-	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+db+`.schema_migrations (
-    version UInt32, name String, applied_at DateTime
-) ENGINE = ReplacingMergeTree() ORDER BY version`); err != nil {
-		return nil, fmt.Errorf("creating %s.schema_migrations: %w", db, err)
+	for _, stmt := range Bootstrap(db) {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("preparing database %s (%s): %w", db, stmt, err)
+		}
 	}
 	done := map[uint32]bool{}
 	rows, err := conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
