@@ -12,10 +12,6 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 )
 
-// LagMetric is the OTel name of the consumer lag gauge (Prometheus:
-// sluice_kafka_consumer_lag).
-const LagMetric = "sluice.kafka.consumer.lag"
-
 // Lag reports sluice.kafka.consumer.lag for the partitions one group
 // member owns: per partition, the records between its high watermark and
 // the next offset the member will process.
@@ -56,7 +52,7 @@ func NewLag(m metric.Meter, group string) (*Lag, error) {
 		m = noop.NewMeterProvider().Meter("kafkax")
 	}
 	l := &Lag{group: group, parts: map[lagKey]lagPos{}}
-	g, err := m.Int64ObservableGauge(LagMetric, metric.WithUnit("{record}"),
+	g, err := m.Int64ObservableGauge("sluice.kafka.consumer.lag", metric.WithUnit("{record}"),
 		metric.WithDescription("records between a partition's high watermark and the next offset its consumer will process, per partition this process owns"))
 	if err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ func lagOf(t *testing.T, r *sdkmetric.ManualReader, group string) map[string]int
 	out := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
-			if m.Name != kafkax.LagMetric {
+			if m.Name != "sluice.kafka.consumer.lag" {
 				continue
 			}
 			for _, p := range m.Data.(metricdata.Gauge[int64]).DataPoints {
