@@ -496,3 +496,30 @@ func TestPrometheusRuleRendersSluiceAlerts(t *testing.T) {
 		t.Errorf("%d PrometheusRules rendered with prometheusRule off", n)
 	}
 }
+
+// TestREADMEListsEveryMetric: README's metrics table has a row for every
+// metric the services' code makes, under the name Prometheus shows.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\|").FindAllStringSubmatch(string(readme), -1) {
+		rows[m[1]] = true
+	}
+	for name := range exportedNames(t) {
+		base := name
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if trimmed, ok := strings.CutSuffix(name, suffix); ok && !rows[name] {
+				base = trimmed
+			}
+		}
+		if strings.HasPrefix(base, "go_") || strings.HasPrefix(base, "process_") || base == "target_info" {
+			continue
+		}
+		if !rows[base] {
+			t.Errorf("README's metrics table (Operating a service) has no row for %s", base)
+		}
+	}
+}
