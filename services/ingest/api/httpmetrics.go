@@ -14,8 +14,9 @@ import (
 type routeKey struct{}
 
 // UnmatchedRoute is the http.route of a request no route pattern fits (a
-// 404, or a body fasthttp refused before routing): one value, so scanners
-// probing random paths add no series.
+// 404): one value, so scanners probing random paths add no series. A
+// request fasthttp refuses before any handler runs (a body over the limit,
+// answered by ErrorHandler) is not counted.
 const UnmatchedRoute = "unmatched"
 
 // durationBuckets are the OpenTelemetry HTTP semantic conventions' advised
