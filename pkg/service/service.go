@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
@@ -120,6 +122,9 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 		stuckAfter = health.DefaultStuckAfter
 	}
 	reg := health.NewRegistry(stuckAfter, nil)
+	if err := stageGauges(m.Meter("sluice/service"), reg); err != nil {
+		return nil, err
+	}
 	srv, err := ops.Listen(c.OpsAddr, m.Handler, reg, log)
 	if err != nil {
 		return nil, err
@@ -130,6 +135,39 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	rt.stopOps = stop
 	go func() { rt.opsDone <- srv.Serve(opsCtx) }()
 	return rt, nil
+}
+
+// stageGauges reports each stage as /readyz and /healthz judge it, as
+// sluice.stage.ready and sluice.stage.stuck (0 or 1, attribute sluice.stage):
+// a probe only says that the pod failed, these say which stage and since
+// when. They are read at each scrape.
+func stageGauges(m metric.Meter, reg *health.Registry) error {
+	ready, err := m.Int64ObservableGauge("sluice.stage.ready",
+		metric.WithDescription("1 when the stage runs and serves, 0 while it waits for a dependency, starts or has stopped"))
+	if err != nil {
+		return err
+	}
+	stuck, err := m.Int64ObservableGauge("sluice.stage.stuck",
+		metric.WithDescription("1 when the stage holds work without progress, or its loop has not come round, for stuck-after"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, st := range reg.Statuses() {
+			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("sluice.stage", st.Name)))
+			o.ObserveInt64(ready, b2i(st.State == "running"), attrs)
+			o.ObserveInt64(stuck, b2i(st.Stuck), attrs)
+		}
+		return nil
+	}, ready, stuck)
+	return err
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Stage returns the service's stage called name (package health).

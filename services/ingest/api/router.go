@@ -68,6 +68,9 @@ func (a *API) dispatch(ctx *fasthttp.RequestCtx) {
 		if !match(rt.pattern, path, params) {
 			continue
 		}
+		// The pattern, never the path, labels the request's metrics
+		// (httpmetrics.go): ids in paths would make a series per object.
+		ctx.SetUserValue(routeKey{}, rt.pattern)
 		if rt.method != method {
 			allowed = append(allowed, rt.method)
 			continue

@@ -120,6 +120,11 @@ func Run(ctx context.Context, cfg Config) error {
 		Deliveries: api.DeliveriesOptions{Sink: api.NewKafkaSink(producer), Topic: names.Deliveries, OrderedTopic: names.Ordered,
 			Dead: dead, MaxRecoverJobs: cfg.Tenants.MaxRecoverJobs},
 	}, rt.Log).Handler()
+	httpMetrics, err := api.NewHTTPMetrics(rt.Metrics.Meter("sluice/ingest/api"))
+	if err != nil {
+		return err
+	}
+	handler = httpMetrics.Wrap(handler)
 
 	srv := &fasthttp.Server{
 		Handler:            handler,

@@ -126,6 +126,8 @@ type Router struct {
 	log   *slog.Logger
 	sess  *kgo.GroupTransactSession
 	stage *health.Stage
+	// lag reports the consumer lag of the events partitions, from each poll.
+	lag *kafkax.Lag
 
 	mu    sync.Mutex
 	parts map[int32]*partition // assigned events partitions
@@ -207,6 +209,11 @@ func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 	if err := r.instruments(opts.Meter); err != nil {
 		return nil, err
 	}
+	lag, err := kafkax.NewLag(opts.Meter, opts.Group)
+	if err != nil {
+		return nil, err
+	}
+	r.lag = lag
 	txnID := opts.Names.Events + ".router." + ids.New("r")
 	extra := []kgo.Opt{
 		// Dedup markers and continuations go to the partition number of
@@ -222,6 +229,7 @@ func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 	}
 	sess, err := kafkax.NewTransactSession(opts.Kafka, txnID, opts.Group, []string{opts.Names.Events}, extra...)
 	if err != nil {
+		_ = lag.Close()
 		return nil, err
 	}
 	r.sess = sess
@@ -303,6 +311,7 @@ func (r *Router) assigned(_ context.Context, cl *kgo.Client, assigned map[string
 
 func (r *Router) dropped(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
 	ps := lost[r.opts.Names.Events]
+	r.lag.Forget(lost)
 	r.mu.Lock()
 	for _, p := range ps {
 		if st := r.parts[p]; st != nil && st.cancel != nil {
@@ -467,7 +476,10 @@ func (r *Router) Stats() Stats {
 }
 
 // Close leaves the group and releases the clients.
-func (r *Router) Close() { r.sess.Close() }
+func (r *Router) Close() {
+	r.sess.Close()
+	_ = r.lag.Close()
+}
 
 // Run routes until ctx is done; the batch in flight is then aborted (its
 // records are consumed again by whoever owns the partition next). Run waits
@@ -504,6 +516,7 @@ func (r *Router) Run(ctx context.Context) error {
 		pctx, cancel := kafkax.PollContext(ctx)
 		fetches := r.sess.PollRecords(pctx, min(pollChunk, maxBatch))
 		cancel()
+		r.lag.Observe(fetches)
 		if ctx.Err() != nil || errors.Is(fetches.Err0(), kgo.ErrClientClosed) {
 			return nil
 		}
@@ -537,6 +550,7 @@ func (r *Router) Run(ctx context.Context) error {
 			more, cancel := context.WithTimeout(ctx, time.Millisecond)
 			fetches = r.sess.PollRecords(more, min(pollChunk, maxBatch-polled))
 			cancel()
+			r.lag.Observe(fetches)
 			if fetches.NumRecords() == 0 {
 				break
 			}

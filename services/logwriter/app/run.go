@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluicehq/sluice/pkg/clickhousex"
 	"github.com/sluicehq/sluice/pkg/kafkax"
@@ -51,7 +52,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}); err != nil {
 		return service.AwaitFailed(ctx, err)
 	}
-	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog})
+	lag, err := kafkax.NewLag(rt.Metrics.Meter("sluice/logwriter"), cfg.Group)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lag.Close() }()
+	cl, err := kafkax.NewConsumer(cfg.Kafka, cfg.Group, []string{names.Attempts, names.EventLog},
+		// This replaces franz-go's default revoke callback, so it also does
+		// what that one does: commit what is marked, synchronously, before
+		// the partitions move (their records are all inserted: the loop
+		// allows rebalances only with nothing pending).
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			lag.Forget(revoked)
+			if err := cl.CommitMarkedOffsets(ctx); err != nil {
+				rt.Log.Warn("committing revoked partitions", "err", err)
+			}
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) { lag.Forget(lost) }),
+	)
 	if err != nil {
 		return err
 	}
@@ -61,7 +79,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	w.stage = stage
+	w.stage, w.lag = stage, lag
 	// The tables of migration 0001, both PARTITION BY day.
 	ret, err := retention.New(conn, cfg.ClickHouse.Database, []string{"attempts", "events"}, cfg.RetentionDays,
 		rt.Log, rt.Metrics.Meter("sluice/logwriter"))

@@ -38,6 +38,8 @@ type writer struct {
 	// stage is reported to: it owes the records of the batch it holds and
 	// progresses with every insert (package health).
 	stage *health.Stage
+	// lag reports the consumer lag of the partitions polled (nil: none).
+	lag *kafkax.Lag
 
 	pending  []*kgo.Record
 	firstAt  time.Time
@@ -86,6 +88,7 @@ func (w *writer) run(ctx context.Context, shutdownCtx func() (context.Context, c
 		}
 		fetches := w.cl.PollRecords(pollCtx, w.batchRows-len(w.pending))
 		cancel()
+		w.lag.Observe(fetches)
 		kafkax.FetchErrors(fetches, func(t string, p int32, err error) {
 			if ctx.Err() == nil {
 				w.log.Warn("fetching", "topic", t, "partition", p, "err", err)

@@ -80,6 +80,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		d.mu.Unlock()
 		fetches := cl.PollRecords(pctx, d.opts.PollRecords)
+		d.lag.Observe(fetches)
 		d.mu.Lock()
 		d.pollCancel = nil
 		d.mu.Unlock()

@@ -128,6 +128,10 @@ type Dispatcher struct {
 	log       *slog.Logger
 	clock     Clock
 	topics    []string // consumed: deliveries, ordered, then the retry tiers
+	// lag reports the consumer lag of every partition consumed, from each
+	// poll. A retry tier's partition holding a record not due yet is
+	// paused, so its lag is expected and stays at its last fetched value.
+	lag *kafkax.Lag
 	// pausable are the topics the memory budget pauses: all but the
 	// ordered one.
 	pausable []string
@@ -222,15 +226,20 @@ func New(work context.Context, opts Options, endpoints Endpoints, attempter Atte
 	if err := d.m.init(meter, d); err != nil {
 		return nil, err
 	}
+	lag, err := kafkax.NewLag(meter, opts.Group)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := kafkax.NewConsumer(opts.Kafka, opts.Group, d.topics,
 		kgo.OnPartitionsAssigned(d.assigned),
 		kgo.OnPartitionsRevoked(d.revoked),
 		kgo.OnPartitionsLost(d.lost),
 	)
 	if err != nil {
+		_ = lag.Close()
 		return nil, err
 	}
-	d.consumer = cl
+	d.consumer, d.lag = cl, lag
 	return d, nil
 }
 
@@ -247,7 +256,10 @@ func (d *Dispatcher) Stats() Stats {
 }
 
 // Close leaves the group and closes the consumer.
-func (d *Dispatcher) Close() { d.consumer.Close() }
+func (d *Dispatcher) Close() {
+	d.consumer.Close()
+	_ = d.lag.Close()
+}
 
 // spawn runs fn in a goroutine Run waits for when it stops; false once Run
 // has closed the set (fn is not run).

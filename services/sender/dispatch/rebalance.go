@@ -72,6 +72,7 @@ func (d *Dispatcher) tierOf(topic string) int {
 // requests in flight get RevokeGrace to finish, and the watermark is
 // committed. Offsets are never marked after this returns.
 func (d *Dispatcher) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	d.lag.Forget(revoked)
 	ps := d.drain(revoked)
 	if len(ps) == 0 {
 		return
@@ -99,6 +100,7 @@ const revokeCommitTimeout = 10 * time.Second
 // lost gives partitions up without committing: the group has already
 // handed them to someone else.
 func (d *Dispatcher) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	d.lag.Forget(lost)
 	d.forget(d.drain(lost))
 }
 
