@@ -211,7 +211,7 @@ func TestTraceFromProducerToReceiver(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, kv := range routed.Attributes {
-			attrs[string(kv.Key)] = kv.Value.Emit()
+			attrs[string(kv.Key)] = kv.Value.String()
 		}
 		for name, v := range map[string]string{"messaging.system": "kafka", "messaging.destination.name": k.Names.Events,
 			"messaging.consumer.group.name": k.Prefix + "router", "messaging.operation.type": "process"} {

@@ -56,7 +56,7 @@ func TestTracedServerSpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range s.Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{"http.request.method": "POST", "url.path": "/v1/events", "http.response.status_code": "202"} {
 		if attrs[k] != v {

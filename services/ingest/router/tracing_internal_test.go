@@ -79,7 +79,7 @@ func TestProcessSpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range s.Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{
 		"messaging.system": "kafka", "messaging.destination.name": "sluice.events", "messaging.destination.partition.id": "3",

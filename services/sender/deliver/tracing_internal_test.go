@@ -95,7 +95,7 @@ func TestAttemptSpans(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range client.Attributes {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	for k, v := range map[string]string{
 		"http.request.method": "POST", "url.full": recv.url("/hook"), "server.address": "127.0.0.1",
