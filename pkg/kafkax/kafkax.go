@@ -31,6 +31,10 @@ type Config struct {
 	TLS tlsconf.Config
 	// SASL authenticates them (SLUICE_KAFKA_SASL_*).
 	SASL SASL
+	// Hooks are added to every client built from this Config: the service
+	// Runtime sets franz-go's kotel tracing and metrics hooks here
+	// (Instrument). Not a setting: set in code only.
+	Hooks []kgo.Hook
 }
 
 // Validate reports a missing or malformed broker list, and TLS and SASL
@@ -92,6 +96,9 @@ func (c Config) base() ([]kgo.Opt, error) {
 	}
 	if mech != nil {
 		opts = append(opts, kgo.SASL(mech))
+	}
+	if len(c.Hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(c.Hooks...))
 	}
 	return opts, nil
 }

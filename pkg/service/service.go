@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
@@ -47,6 +48,11 @@ type Common struct {
 	// StuckAfter is how long a stage may hold work without progress, or its
 	// loop go without coming round, before /healthz fails (package health).
 	StuckAfter time.Duration
+	// Tracing, when set in code (tests, which run several services in one
+	// process, each over its own in-memory exporter), replaces the tracing
+	// built from the OTEL_* variables; its owner shuts it down. Not a
+	// setting.
+	Tracing *telemetry.Tracing
 }
 
 // ShutdownMargin is what a process gets beyond ShutdownTimeout to commit,
@@ -97,9 +103,18 @@ type Runtime struct {
 	Ops     *ops.Server
 	// Health holds the service's stages, which /readyz and /healthz judge.
 	Health *health.Registry
+	// Tracing is the service's tracer provider (OTEL_* variables; a no-op
+	// one when they ask for no traces), shut down by Close.
+	Tracing *telemetry.Tracing
+	// Kafka is the connection settings with franz-go's tracing and metrics
+	// hooks (kafkax.Instrument) added: every client of the service is built
+	// from it, so Run starts with cfg.Kafka = rt.Kafka.
+	Kafka kafkax.Config
 	// Names are the topic names under the configured prefix.
 	Names  topics.Names
 	common Common
+	// ownTracing is set when Start built Tracing and Close shuts it down.
+	ownTracing bool
 
 	stopOps func()
 	opsDone chan error
@@ -117,20 +132,34 @@ func Start(name string, c Common, logOut io.Writer) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	tr, own := c.Tracing, false
+	if tr == nil {
+		if tr, err = telemetry.NewTracing(context.Background(), name); err != nil {
+			return nil, err
+		}
+		own = true
+	}
+	kcfg := c.Kafka
+	kcfg.Hooks = append(append([]kgo.Hook(nil), kcfg.Hooks...),
+		kafkax.Instrument(tr.Provider, tr.Propagator, tr.Enabled(), m.Provider)...)
 	stuckAfter := c.StuckAfter
 	if stuckAfter <= 0 {
 		stuckAfter = health.DefaultStuckAfter
 	}
 	reg := health.NewRegistry(stuckAfter, nil)
-	if err := stageGauges(m.Meter("sluice/service"), reg); err != nil {
-		return nil, err
+	err = stageGauges(m.Meter("sluice/service"), reg)
+	var srv *ops.Server
+	if err == nil {
+		srv, err = ops.Listen(c.OpsAddr, m.Handler, reg, log)
 	}
-	srv, err := ops.Listen(c.OpsAddr, m.Handler, reg, log)
 	if err != nil {
+		if own {
+			_ = tr.Shutdown(context.Background())
+		}
 		return nil, err
 	}
-	rt := &Runtime{Name: name, Log: log, Metrics: m, Ops: srv, Health: reg, Names: topics.NewNames(c.TopicPrefix),
-		common: c, opsDone: make(chan error, 1)}
+	rt := &Runtime{Name: name, Log: log, Metrics: m, Tracing: tr, Kafka: kcfg, Ops: srv, Health: reg,
+		Names: topics.NewNames(c.TopicPrefix), common: c, ownTracing: own, opsDone: make(chan error, 1)}
 	opsCtx, stop := context.WithCancel(context.Background())
 	rt.stopOps = stop
 	go func() { rt.opsDone <- srv.Serve(opsCtx) }()
@@ -201,7 +230,9 @@ func (r *Runtime) Run(ctx context.Context, workers ...func(context.Context) erro
 	return g.Wait()
 }
 
-// Close stops the ops listener and flushes metrics.
+// Close stops the ops listener and flushes metrics and the spans not yet
+// exported. The spans get at most TraceFlushTimeout: a collector that is
+// down must not hold the exit past the shutdown budget.
 func (r *Runtime) Close(ctx context.Context) {
 	r.Ops.Drain()
 	r.stopOps()
@@ -212,7 +243,19 @@ func (r *Runtime) Close(ctx context.Context) {
 	if err := r.Metrics.Shutdown(ctx); err != nil {
 		r.Log.Warn("flushing metrics", "err", err)
 	}
+	if r.ownTracing {
+		tctx, cancel := context.WithTimeout(ctx, TraceFlushTimeout)
+		defer cancel()
+		if err := r.Tracing.Shutdown(tctx); err != nil {
+			r.Log.Warn("flushing spans", "err", err)
+		}
+	}
 }
+
+// TraceFlushTimeout bounds the export of the last spans at exit: one OTLP
+// request, well inside the ShutdownMargin left after the work's own
+// ShutdownTimeout.
+const TraceFlushTimeout = 3 * time.Second
 
 // Await runs try until it succeeds, reporting stage as waiting with the
 // reason meanwhile: a dependency that is down at start (Kafka, ClickHouse,

@@ -176,7 +176,14 @@ type Delivery struct {
 	// Set on sluice.dead: why the delivery was parked.
 	DeadReason string `protobuf:"bytes,12,opt,name=dead_reason,json=deadReason,proto3" json:"dead_reason,omitempty"`
 	// Set on sluice.dead: the attempts made, oldest first.
-	History       []*AttemptSummary `protobuf:"bytes,13,rep,name=history,proto3" json:"history,omitempty"`
+	History []*AttemptSummary `protobuf:"bytes,13,rep,name=history,proto3" json:"history,omitempty"`
+	// W3C trace context of the event's processing (the router's span, or the
+	// producer's when tracing is off), kept by every retry, tier and dead
+	// letter: the sender's spans continue it and the receiver's traceparent
+	// joins its trace. Empty when the event came without one and tracing is
+	// off.
+	Traceparent   string `protobuf:"bytes,14,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Tracestate    string `protobuf:"bytes,15,opt,name=tracestate,proto3" json:"tracestate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,6 +307,20 @@ func (x *Delivery) GetHistory() []*AttemptSummary {
 		return x.History
 	}
 	return nil
+}
+
+func (x *Delivery) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
+func (x *Delivery) GetTracestate() string {
+	if x != nil {
+		return x.Tracestate
+	}
+	return ""
 }
 
 type AttemptSummary struct {
@@ -574,7 +595,7 @@ var File_sluice_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_sluice_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\x18sluice/v1/delivery.proto\x12\tsluice.v1\"\xe1\x03\n" +
+	"\x18sluice/v1/delivery.proto\x12\tsluice.v1\"\xa3\x04\n" +
 	"\bDelivery\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1f\n" +
 	"\vdelivery_id\x18\x02 \x01(\tR\n" +
@@ -593,7 +614,11 @@ const file_sluice_v1_delivery_proto_rawDesc = "" +
 	"\x06origin\x18\v \x01(\x0e2\x19.sluice.v1.DeliveryOriginR\x06origin\x12\x1f\n" +
 	"\vdead_reason\x18\f \x01(\tR\n" +
 	"deadReason\x123\n" +
-	"\ahistory\x18\r \x03(\v2\x19.sluice.v1.AttemptSummaryR\ahistory\"\xc7\x01\n" +
+	"\ahistory\x18\r \x03(\v2\x19.sluice.v1.AttemptSummaryR\ahistory\x12 \n" +
+	"\vtraceparent\x18\x0e \x01(\tR\vtraceparent\x12\x1e\n" +
+	"\n" +
+	"tracestate\x18\x0f \x01(\tR\n" +
+	"tracestate\"\xc7\x01\n" +
 	"\x0eAttemptSummary\x12%\n" +
 	"\x0eattempt_number\x18\x01 \x01(\rR\rattemptNumber\x12\"\n" +
 	"\rstarted_at_ms\x18\x02 \x01(\x03R\vstartedAtMs\x123\n" +

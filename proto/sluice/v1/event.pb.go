@@ -194,7 +194,10 @@ type EventLogEntry struct {
 	// How many deliveries the router produced for it (0 when nothing matched).
 	FanoutCount uint32 `protobuf:"varint,8,opt,name=fanout_count,json=fanoutCount,proto3" json:"fanout_count,omitempty"`
 	// Endpoint ids the event was fanned out to.
-	EndpointIds   []string `protobuf:"bytes,9,rep,name=endpoint_ids,json=endpointIds,proto3" json:"endpoint_ids,omitempty"`
+	EndpointIds []string `protobuf:"bytes,9,rep,name=endpoint_ids,json=endpointIds,proto3" json:"endpoint_ids,omitempty"`
+	// W3C trace id (32 lowercase hex) of the event's trace, "" if it had
+	// none.
+	TraceId       string `protobuf:"bytes,10,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +295,13 @@ func (x *EventLogEntry) GetEndpointIds() []string {
 	return nil
 }
 
+func (x *EventLogEntry) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
 // FanoutContinuation is the part of an event's fan-out that did not fit in
 // the routing transaction that decided it: the router writes it back to the
 // event's own partition of sluice.events, in the same transaction, and
@@ -372,7 +382,7 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12$\n" +
 	"\x0ereceived_at_ms\x18\x06 \x01(\x03R\freceivedAtMs\x12.\n" +
-	"\x06source\x18\a \x01(\x0e2\x16.sluice.v1.EventSourceR\x06source\"\xb2\x02\n" +
+	"\x06source\x18\a \x01(\x0e2\x16.sluice.v1.EventSourceR\x06source\"\xcd\x02\n" +
 	"\rEventLogEntry\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x19\n" +
@@ -382,7 +392,9 @@ const file_sluice_v1_event_proto_rawDesc = "" +
 	"\x0ereceived_at_ms\x18\x06 \x01(\x03R\freceivedAtMs\x12.\n" +
 	"\x06source\x18\a \x01(\x0e2\x16.sluice.v1.EventSourceR\x06source\x12!\n" +
 	"\ffanout_count\x18\b \x01(\rR\vfanoutCount\x12!\n" +
-	"\fendpoint_ids\x18\t \x03(\tR\vendpointIds\"\x86\x01\n" +
+	"\fendpoint_ids\x18\t \x03(\tR\vendpointIds\x12\x19\n" +
+	"\btrace_id\x18\n" +
+	" \x01(\tR\atraceId\"\x86\x01\n" +
 	"\x12FanoutContinuation\x12%\n" +
 	"\x0eschema_version\x18\x01 \x01(\rR\rschemaVersion\x12&\n" +
 	"\x05event\x18\x02 \x01(\v2\x10.sluice.v1.EventR\x05event\x12!\n" +

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/eventfilter"
 	"github.com/sluicehq/sluice/pkg/eventrecord"
 	"github.com/sluicehq/sluice/pkg/ids"
+	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // Defaults and limits of the events routes.
@@ -213,7 +216,7 @@ func (a *API) publishEvent(r *request) {
 	case !a.admitEvents(r, 1):
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ev.publishTimeout())
+	ctx, cancel := context.WithTimeout(traceContext(r.RequestCtx), ev.publishTimeout())
 	defer cancel()
 	if p := a.publishRecord(ctx, pe); p != nil {
 		if p.Status == fasthttp.StatusServiceUnavailable {
@@ -254,7 +257,7 @@ func (a *API) publishEventBatch(r *request) {
 	}
 
 	now := a.now()
-	ctx, cancel := context.WithTimeout(context.Background(), ev.publishTimeout())
+	ctx, cancel := context.WithTimeout(traceContext(r.RequestCtx), ev.publishTimeout())
 	defer cancel()
 	results := make([]EventResult, len(in.Events))
 	first := map[string]int{} // id → index of its first copy being produced
@@ -444,7 +447,14 @@ func jsonKindOf(v []byte) string {
 
 // publishRecord produces pe's record and returns nil once it is
 // acknowledged, or the problem to answer.
+//
+// The record carries ctx's trace context in its headers (traceparent,
+// tracestate), where the router continues it; with tracing on, the
+// producer's kotel hook replaces it with its publish span's.
 func (a *API) publishRecord(ctx context.Context, pe pendingEvent) *Problem {
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		telemetry.Propagator.Inject(ctx, kafkax.HeaderCarrier(pe.rec))
+	}
 	err := a.opts.Events.Sink.Publish(ctx, pe.rec)
 	var p Problem
 	switch {

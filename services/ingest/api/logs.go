@@ -373,7 +373,7 @@ func (a *API) listAttempts(r *request) {
 	if !a.logReady(r) {
 		return
 	}
-	known := []string{"event_id", "outcome", "status", "status_class", "since", "until", "limit", "cursor"}
+	known := []string{"event_id", "outcome", "status", "status_class", "trace_id", "since", "until", "limit", "cursor"}
 	endpoint := r.param("endpoint_id")
 	if endpoint == "" {
 		known = append(known, "endpoint_id")
@@ -405,11 +405,31 @@ func (a *API) listAttempts(r *request) {
 			lq.StatusFrom, lq.StatusTo = lo, lo+99
 		}
 	}
+	if v := q.str("trace_id"); v != "" {
+		if !validTraceID(v) {
+			q.fail("trace_id", "must be a W3C trace id: 32 lowercase hex digits, not all zero")
+		}
+		lq.Trace = v
+	}
 	lq.Since, lq.Until = q.timeRange(a.now())
 	lq.AfterUs, lq.AfterID = q.cursor()
 	serveLogPage(a, r, q, "attempts", lq.Limit,
 		func(ctx context.Context) ([]logquery.Attempt, error) { return a.opts.Log.Attempts(ctx, lq) },
 		attemptJSON, func(a logquery.Attempt) string { return makeCursor(a.StartedAtUs, a.ID) })
+}
+
+// validTraceID reports whether s is a W3C trace id as traceparent writes
+// it and the log stores it: 32 lowercase hex digits, not all zero.
+func validTraceID(s string) bool {
+	if len(s) != 32 || strings.Count(s, "0") == 32 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // EndpointStatsJSON summarises an endpoint's attempts over a window.

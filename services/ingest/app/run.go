@@ -38,6 +38,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
+	// Every Kafka client below carries the runtime\'s tracing and metrics hooks.
+	cfg.Kafka = rt.Kafka
 	names := rt.Names
 	// Every stage this process runs is registered now, so /readyz lists
 	// them all from the first probe.
@@ -127,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 	handler = httpMetrics.Wrap(handler)
 
 	srv := &fasthttp.Server{
-		Handler:            handler,
+		Handler:            api.Traced(handler, rt.Tracing),
 		ErrorHandler:       api.ErrorHandler,
 		Name:               "sluice",
 		MaxRequestBodySize: cfg.MaxBodyBytes,
@@ -292,6 +294,7 @@ func routerWorker(cfg Config, names topics.Names, store *configstore.Store, rt *
 			Limits:      eventrecord.Limits{MaxDataBytes: cfg.Router.MaxEventBytes, AuthKey: recordKey},
 			DedupWindow: cfg.Router.DedupWindow, DedupMaxEntries: cfg.Router.DedupMaxEntries,
 			MaxBatch: cfg.Router.MaxBatch, TxnBytes: cfg.Router.TxnBytes, Meter: rt.Metrics.Meter("sluice/router"), Stage: stage,
+			Tracing: rt.Tracing,
 		}, ix, rt.Log.With("component", "router"))
 		if err != nil {
 			return err

@@ -181,13 +181,15 @@ type Attempt struct {
 // AttemptQuery selects a tenant's attempts, newest first. Zero fields do
 // not filter.
 type AttemptQuery struct {
-	Tenant       string
-	Endpoint     string
-	Event        string
-	Outcome      string
-	Status       uint16
-	StatusFrom   uint16 // with StatusTo: a class, 500 to 599
-	StatusTo     uint16
+	Tenant     string
+	Endpoint   string
+	Event      string
+	Outcome    string
+	Status     uint16
+	StatusFrom uint16 // with StatusTo: a class, 500 to 599
+	StatusTo   uint16
+	// Trace is a W3C trace id, 32 lowercase hex digits.
+	Trace        string
 	Since, Until time.Time
 	Limit        int
 	// AfterUs and AfterID are the last attempt of the previous page.
@@ -217,6 +219,9 @@ func (r *Reader) Attempts(ctx context.Context, q AttemptQuery) ([]Attempt, error
 	}
 	if q.StatusTo != 0 {
 		add("status_code >= ? AND status_code <= ?", q.StatusFrom, q.StatusTo)
+	}
+	if q.Trace != "" {
+		add("trace_id = ?", q.Trace)
 	}
 	if q.AfterID != "" {
 		add("(started_at_us < ? OR (started_at_us = ? AND attempt_id < ?))", q.AfterUs, q.AfterUs, q.AfterID)

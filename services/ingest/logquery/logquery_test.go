@@ -1,6 +1,7 @@
 package logquery_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"testing"
@@ -25,6 +26,7 @@ func logDB(t *testing.T) (*testenv.ClickHouse, *logquery.Reader) {
 
 type attempt struct {
 	tenant, endpoint, event, id, outcome string
+	trace                                string // "trace" when empty
 	status                               uint16
 	at                                   time.Time
 	latency                              time.Duration
@@ -42,7 +44,7 @@ func insertAttempts(t *testing.T, ch *testenv.ClickHouse, rows ...attempt) {
 	for _, r := range rows {
 		if err := b.Append(r.at.UTC(), r.at.UTC(), r.at.UnixMicro(), r.id, "dlv_"+r.id, r.tenant, r.endpoint, r.event,
 			"order.created", uint32(1), r.outcome, r.status, r.latency.Microseconds(), "https://x.example/h", "ok", "",
-			"trace", "router", int64(0)); err != nil {
+			cmp.Or(r.trace, "trace"), "router", int64(0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,7 +184,10 @@ func TestAttemptsFiltersStatusAndStats(t *testing.T) {
 		}
 		rows = append(rows, a)
 	}
-	rows = append(rows, attempt{tenant: "ten_b", endpoint: "ep_1", event: "evt_00", id: "att_b", outcome: "success", status: 200, at: now})
+	const traced = "4bf92f3577b34da6a3ce929d0e0e4736"
+	rows[7].trace = traced
+	rows = append(rows, attempt{tenant: "ten_b", endpoint: "ep_1", event: "evt_00", id: "att_b", outcome: "success", status: 200, at: now,
+		trace: traced})
 	insertAttempts(t, ch, rows...)
 	insertAttempts(t, ch, rows[3]) // a redelivered record
 	ctx := context.Background()
@@ -212,7 +217,8 @@ func TestAttemptsFiltersStatusAndStats(t *testing.T) {
 			q.Since, q.Until = now, now.Add(time.Minute)
 			return q
 		}, 4},
-		"another endpoint": {func(q logquery.AttemptQuery) logquery.AttemptQuery { q.Endpoint = "ep_2"; return q }, 0},
+		"another endpoint":            {func(q logquery.AttemptQuery) logquery.AttemptQuery { q.Endpoint = "ep_2"; return q }, 0},
+		"by trace, within the tenant": {func(q logquery.AttemptQuery) logquery.AttemptQuery { q.Trace = traced; return q }, 1},
 	} {
 		if got := count(tc.q(all)); got != tc.want {
 			t.Errorf("%s: %d attempts, want %d", desc, got, tc.want)
@@ -244,6 +250,7 @@ func TestAttemptsFiltersStatusAndStats(t *testing.T) {
 			{Tenant: "ten_a", Endpoint: h, Since: all.Since, Until: all.Until, Limit: 10},
 			{Tenant: "ten_a", Event: h, Since: all.Since, Until: all.Until, Limit: 10},
 			{Tenant: "ten_a", Outcome: h, Since: all.Since, Until: all.Until, Limit: 10},
+			{Tenant: "ten_a", Trace: h, Since: all.Since, Until: all.Until, Limit: 10},
 		} {
 			if n := count(q); n != 0 {
 				t.Errorf("%q matched %d attempts", h, n)

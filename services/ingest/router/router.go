@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
@@ -27,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/kafkax"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 	"github.com/sluicehq/sluice/pkg/topics"
 )
 
@@ -53,6 +57,9 @@ type Options struct {
 	Meter metric.Meter
 	// Stage is reported to (package health); nil reports nowhere.
 	Stage *health.Stage
+	// Tracing makes the span of each event's processing; nil is tracing
+	// off (a traceparent the event came with is still passed on).
+	Tracing *telemetry.Tracing
 	// RebuildTimeout bounds one attempt at rebuilding a partition's dedup
 	// state; zero means DefaultRebuildTimeout.
 	RebuildTimeout time.Duration
@@ -145,6 +152,8 @@ type Router struct {
 	// wake tells the rebuilder that a partition needs its dedup state.
 	wake chan struct{}
 
+	tracer trace.Tracer
+
 	txnTime         metric.Float64Histogram
 	txnSize         metric.Int64Histogram
 	outcomes        metric.Int64Counter
@@ -214,6 +223,10 @@ func New(opts Options, index *Index, log *slog.Logger) (*Router, error) {
 		return nil, err
 	}
 	r.lag = lag
+	if r.opts.Tracing == nil {
+		r.opts.Tracing = telemetry.Disabled()
+	}
+	r.tracer = r.opts.Tracing.Tracer("github.com/sluicehq/sluice/services/ingest/router")
 	txnID := opts.Names.Events + ".router." + ids.New("r")
 	extra := []kgo.Opt{
 		// Dedup markers and continuations go to the partition number of
@@ -737,6 +750,10 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 		b.routed = map[int32][]int64{}
 	}
 	b.routed[rec.Partition] = append(b.routed[rec.Partition], rec.Offset)
+	ctx, span := r.startProcess(ctx, rec)
+	if span != nil {
+		defer span.End()
+	}
 	r.mu.Lock()
 	poison, isPoison := r.poison[rec.Partition][rec.Offset]
 	r.mu.Unlock()
@@ -785,6 +802,9 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 		SchemaVersion: sluicev1.SchemaVersion, TenantId: ev.TenantId, EventId: ev.EventId, Type: ev.Type,
 		Data: ev.Data, ReceivedAtMs: ev.ReceivedAtMs, Source: ev.Source, FanoutCount: uint32(len(matches)),
 	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		entry.TraceId = sc.TraceID().String()
+	}
 	for _, ep := range matches {
 		entry.EndpointIds = append(entry.EndpointIds, ep.Id)
 	}
@@ -795,6 +815,49 @@ func (r *Router) route(ctx context.Context, rec *kgo.Record, b *batch, matches [
 	r.sess.Produce(ctx, marker, promise)
 	r.fanOut(ctx, rec, b, ev, matches, promise)
 	return matches
+}
+
+// startProcess starts the span of rec's processing, continuing the
+// context it came with: the kotel receive span's when tracing is on, else
+// the traceparent in its headers (the HTTP API's, or a Kafka producer's
+// own). It returns ctx with that span, and the span to end (nil when there
+// is none). With tracing off and no traceparent it returns ctx as is and
+// allocates nothing.
+func (r *Router) startProcess(ctx context.Context, rec *kgo.Record) (context.Context, trace.Span) {
+	on := r.opts.Tracing.Enabled()
+	pctx := ctx
+	switch {
+	case rec.Context != nil && trace.SpanContextFromContext(rec.Context).IsValid():
+		pctx = trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(rec.Context))
+	case kafkax.HasHeader(rec, "traceparent"):
+		pctx = r.opts.Tracing.Propagator.Extract(ctx, kafkax.HeaderCarrier(rec))
+	case !on:
+		return ctx, nil
+	}
+	if !on {
+		// The no-op span keeps the producer's span context: deliveries
+		// carry it on.
+		return pctx, nil
+	}
+	return r.tracer.Start(pctx, rec.Topic+" process", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		semconv.MessagingSystemKafka,
+		semconv.MessagingOperationTypeProcess,
+		semconv.MessagingDestinationName(rec.Topic),
+		semconv.MessagingDestinationPartitionID(strconv.Itoa(int(rec.Partition))),
+		semconv.MessagingKafkaOffset(int(rec.Offset)),
+		semconv.MessagingConsumerGroupName(r.opts.Group),
+	))
+}
+
+// setTrace puts ctx's trace context into d, which keeps it through every
+// retry, tier and dead letter.
+func setTrace(ctx context.Context, d *sluicev1.Delivery) {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return
+	}
+	d.Traceparent = telemetry.Traceparent(sc)
+	d.Tracestate = sc.TraceState().String()
 }
 
 // routeContinuation routes the rest of a fan-out decided earlier: no dedup
@@ -837,6 +900,10 @@ func (r *Router) fanOut(ctx context.Context, src *kgo.Record, b *batch, ev *slui
 				b.fail(err)
 				return
 			}
+			if trace.SpanContextFromContext(ctx).IsValid() {
+				// The rest of the fan-out continues this event's trace.
+				r.opts.Tracing.Propagator.Inject(ctx, kafkax.HeaderCarrier(cont))
+			}
 			b.bytes += len(cont.Key) + len(cont.Value)
 			b.continued++
 			r.sess.Produce(ctx, cont, promise)
@@ -847,6 +914,7 @@ func (r *Router) fanOut(ctx context.Context, src *kgo.Record, b *batch, ev *slui
 			TenantId: ev.TenantId, EndpointId: ep.Id, EventId: ev.EventId, EventType: ev.Type,
 			EventReceivedAtMs: ev.ReceivedAtMs, Data: ev.Data, Origin: sluicev1.DeliveryOrigin_DELIVERY_ORIGIN_ROUTER,
 		}
+		setTrace(ctx, d)
 		topic := r.opts.Names.Deliveries
 		if ep.Ordered {
 			// The sender sends an ordered endpoint's deliveries from this

@@ -16,7 +16,7 @@ const (
 		"event_id, event_type, attempt_number, outcome, status_code, latency_us, url, response_excerpt, " +
 		"error, trace_id, origin, next_attempt_at_ms"
 	eventColumns = "day, received_at, received_at_ms, tenant_id, event_id, event_type, source, data, " +
-		"fanout_count, endpoint_ids"
+		"fanout_count, endpoint_ids, trace_id"
 )
 
 // attemptRow decodes one sluice.attempts record into the values of
@@ -58,6 +58,6 @@ func eventRow(value []byte) ([]any, error) {
 	}
 	return []any{
 		received, received, e.ReceivedAtMs, e.TenantId, e.EventId, e.Type, e.Source.Label(),
-		string(e.Data), e.FanoutCount, ids,
+		string(e.Data), e.FanoutCount, ids, e.TraceId,
 	}, nil
 }

@@ -26,6 +26,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
+	// Every Kafka client below carries the runtime\'s tracing and metrics hooks.
+	cfg.Kafka = rt.Kafka
 	names := rt.Names
 	stage := rt.Stage("logwriter")
 
@@ -80,6 +82,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	w.stage, w.lag = stage, lag
+	w.tracer = rt.Tracing.Tracer("github.com/sluicehq/sluice/services/logwriter/app")
 	// The tables of migration 0001, both PARTITION BY day.
 	ret, err := retention.New(conn, cfg.ClickHouse.Database, []string{"attempts", "events"}, cfg.RetentionDays,
 		rt.Log, rt.Metrics.Meter("sluice/logwriter"))

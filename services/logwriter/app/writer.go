@@ -9,7 +9,10 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sluicehq/sluice/pkg/health"
 	"github.com/sluicehq/sluice/pkg/kafkax"
@@ -40,6 +43,8 @@ type writer struct {
 	stage *health.Stage
 	// lag reports the consumer lag of the partitions polled (nil: none).
 	lag *kafkax.Lag
+	// tracer makes a span per insert (no-op with tracing off).
+	tracer trace.Tracer
 
 	pending  []*kgo.Record
 	firstAt  time.Time
@@ -52,7 +57,8 @@ func newWriter(conn driver.Conn, db string, cl *kgo.Client, log *slog.Logger, m 
 	attemptsTopic, eventLogTopic string, batchRows int, batchWait time.Duration) (*writer, error) {
 	w := &writer{
 		conn: conn, db: db, cl: cl, log: log, batchRows: batchRows, batchWait: batchWait,
-		stage: health.NewRegistry(health.DefaultStuckAfter, nil).Stage("logwriter"),
+		stage:  health.NewRegistry(health.DefaultStuckAfter, nil).Stage("logwriter"),
+		tracer: noop.NewTracerProvider().Tracer(""),
 		tables: map[string]*table{
 			attemptsTopic: {name: "attempts", columns: attemptColumns, decode: attemptRow},
 			eventLogTopic: {name: "events", columns: eventColumns, decode: eventRow},
@@ -178,7 +184,26 @@ func (w *writer) flush(ctx context.Context) error {
 	return nil
 }
 
-func (w *writer) insert(ctx context.Context, t *table) error {
+// insert writes t's rows in one batch, under a span of its own: the
+// batch's records come from many traces, so it starts a trace of its own
+// rather than join one of them.
+func (w *writer) insert(ctx context.Context, t *table) (err error) {
+	ctx, span := w.tracer.Start(ctx, "INSERT "+w.db+"."+t.name, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(
+			attribute.String("db.system.name", "clickhouse"),
+			attribute.String("db.namespace", w.db),
+			attribute.String("db.collection.name", t.name),
+			attribute.String("db.operation.name", "INSERT"),
+			attribute.Int("db.operation.batch.size", len(t.rows)),
+		)
+		defer func() {
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	b, err := w.conn.PrepareBatch(ctx, "INSERT INTO "+w.db+"."+t.name+" ("+t.columns+")")
 	if err != nil {
 		return fmt.Errorf("preparing insert into %s: %w", t.name, err)

@@ -7,6 +7,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,8 +95,11 @@ func Bootstrap(db string) []string {
 
 // Migrate creates the database if needed and applies the migrations not yet
 // recorded. It is safe to run from several logwriters at once: every
-// statement is idempotent (IF NOT EXISTS), and recording a version twice
-// collapses in the ReplacingMergeTree.
+// statement is idempotent (IF NOT EXISTS; an ALTER TABLE … ADD COLUMN is
+// skipped when the column exists, since ClickHouse 18.16 has no ADD COLUMN
+// IF NOT EXISTS, and one that loses a race fails once and is skipped when
+// retried), and recording a version twice collapses in the
+// ReplacingMergeTree.
 func Migrate(ctx context.Context, conn driver.Conn, db string) (applied []uint32, err error) {
 	if !clickhousex.ValidIdentifier(db) {
 		return nil, fmt.Errorf("database name %q is not a plain identifier", db)
@@ -131,6 +135,15 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied []uint32
 			continue
 		}
 		for _, stmt := range m.Statements {
+			if c := addColumn.FindStringSubmatch(stmt); c != nil {
+				exists, err := columnExists(ctx, conn, c[1], c[2], c[3])
+				if err != nil {
+					return applied, fmt.Errorf("applying migration %04d_%s: %w", m.Version, m.Name, err)
+				}
+				if exists {
+					continue
+				}
+			}
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return applied, fmt.Errorf("applying migration %04d_%s: %w", m.Version, m.Name, err)
 			}
@@ -141,6 +154,19 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied []uint32
 		applied = append(applied, m.Version)
 	}
 	return applied, nil
+}
+
+// addColumn matches an ALTER TABLE db.table ADD COLUMN name statement.
+var addColumn = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+(\w+)\.(\w+)\s+ADD\s+COLUMN\s+(\w+)\s`)
+
+// columnExists reports whether db.table has column.
+func columnExists(ctx context.Context, conn driver.Conn, db, table, column string) (bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+		db, table, column).Scan(&n); err != nil {
+		return false, fmt.Errorf("looking for column %s of %s.%s: %w", column, db, table, err)
+	}
+	return n > 0, nil
 }
 
 // record inserts m into schema_migrations as a one-row batch. An INSERT …

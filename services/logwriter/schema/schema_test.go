@@ -122,3 +122,45 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("schema_migrations holds %d rows, want %d (one per migration)", recorded, len(all))
 	}
 }
+
+// TestMigrateAddsTraceIDOnceOnly: migration 0002 adds events.trace_id; a
+// database whose events table already has the column (a logwriter that
+// lost the race to add it) migrates without error, as ClickHouse 18.16 has
+// no ADD COLUMN IF NOT EXISTS.
+func TestMigrateAddsTraceIDOnceOnly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	hasTraceID := func(ch *testenv.ClickHouse) bool {
+		var n uint64
+		if err := ch.Conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'events' AND name = 'trace_id'",
+			ch.Config.Database).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+
+	fresh := testenv.NewClickHouse(t)
+	if _, err := schema.Migrate(ctx, fresh.Conn, fresh.Config.Database); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if !hasTraceID(fresh) {
+		t.Fatal("events has no trace_id column after Migrate")
+	}
+
+	raced := testenv.NewClickHouse(t)
+	db := raced.Config.Database
+	if err := raced.Conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	if err := raced.Conn.Exec(ctx, "CREATE TABLE "+db+".events (day Date, tenant_id String, event_id String, trace_id String) "+
+		"ENGINE = ReplacingMergeTree() PARTITION BY day ORDER BY (tenant_id, event_id)"); err != nil {
+		t.Fatal(err)
+	}
+	applied, err := schema.Migrate(ctx, raced.Conn, db)
+	if err != nil {
+		t.Fatalf("Migrate over an events table that has trace_id: %v", err)
+	}
+	if !slices.Contains(applied, 2) || !hasTraceID(raced) {
+		t.Fatalf("applied %v; trace_id present %v", applied, hasTraceID(raced))
+	}
+}

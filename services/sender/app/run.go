@@ -28,6 +28,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer rt.Close(context.WithoutCancel(ctx))
+	// Every Kafka client below carries the runtime\'s tracing and metrics hooks.
+	cfg.Kafka = rt.Kafka
 	names := rt.Names
 	cfgStage, dispatchStage := rt.Stage("config"), rt.Stage("dispatcher")
 
@@ -75,6 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 	dv := deliver.New(deliver.Options{
 		Timeout: cfg.RequestTimeout, Excerpt: cfg.ResponseExcerpt, UserAgent: cfg.UserAgent,
 		MaxConnsPerHost: cfg.MaxInFlight, Guard: egress.New(egress.WithAllow(allow...)), Box: box,
+		Tracing: rt.Tracing,
 	})
 	// In-flight work runs on the shutdown context, not ctx: a SIGTERM must
 	// not cut a request and its attempt record in half.

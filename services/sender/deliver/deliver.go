@@ -4,6 +4,7 @@
 package deliver
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -11,10 +12,16 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 
 	sluicev1 "github.com/sluicehq/sluice/proto/sluice/v1"
 
@@ -23,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/ids"
 	"github.com/sluicehq/sluice/pkg/secretbox"
 	"github.com/sluicehq/sluice/pkg/signing"
+	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
 // MaxErrorBytes bounds an attempt's error text. Errors can carry text the
@@ -47,6 +55,9 @@ type Options struct {
 	Box *secretbox.Box
 	// Now tells the time; nil means time.Now.
 	Now func() time.Time
+	// Tracing makes the span of each attempt and of its HTTP request; nil
+	// is tracing off.
+	Tracing *telemetry.Tracing
 }
 
 // Deliverer makes attempts; it is safe for concurrent use.
@@ -54,6 +65,9 @@ type Deliverer struct {
 	opts Options
 	http *fasthttp.Client
 	now  func() time.Time
+
+	tracing *telemetry.Tracing
+	tracer  trace.Tracer
 
 	mu      sync.RWMutex
 	signers map[string]*signers // by endpoint id
@@ -76,6 +90,11 @@ func New(opts Options) *Deliverer {
 	if d.now == nil {
 		d.now = time.Now
 	}
+	d.tracing = opts.Tracing
+	if d.tracing == nil {
+		d.tracing = telemetry.Disabled()
+	}
+	d.tracer = d.tracing.Tracer("github.com/sluicehq/sluice/services/sender/deliver")
 	d.http = &fasthttp.Client{
 		// Dialing goes through the guard: it resolves the host itself and
 		// connects only to the address it checked.
@@ -176,11 +195,28 @@ func (dv *Deliverer) Attempt(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (*slui
 	var buf [256]byte
 	req.Header.SetBytesV("webhook-signature", s.AppendSignature(buf[:0], d.EventId, ts, req.Body()))
 	sg.pool.Put(s)
-	trace := traceID(d)
-	a.TraceId = hex.EncodeToString(trace[:])
-	req.Header.SetBytesV("traceparent", traceparent(buf[:0], trace))
+	process, client := dv.startSpans(d, ep)
+	switch sc := client.SpanContext(); {
+	case client.IsRecording():
+		// The receiver's spans are children of this request's span.
+		a.TraceId = sc.TraceID().String()
+		dv.tracing.Propagator.Inject(trace.ContextWithSpan(context.Background(), client), headerCarrier{&req.Header})
+	case sc.IsValid():
+		// Tracing off, but the event came with a trace: the receiver
+		// continues it, its parent the producer's span.
+		a.TraceId = sc.TraceID().String()
+		req.Header.Set("traceparent", d.Traceparent)
+		if d.Tracestate != "" {
+			req.Header.Set("tracestate", d.Tracestate)
+		}
+	default:
+		tid := traceID(d)
+		a.TraceId = hex.EncodeToString(tid[:])
+		req.Header.SetBytesV("traceparent", traceparent(buf[:0], tid))
+	}
 
 	err = dv.http.DoTimeout(req, resp, timeout)
+	defer endSpans(process, client, resp, err)
 	var retryAfter string
 	a.LatencyUs = dv.now().Sub(start).Microseconds()
 	var blocked *egress.BlockedError
@@ -255,8 +291,78 @@ func (dv *Deliverer) open(ep *sluicev1.Endpoint, now time.Time) ([][]byte, time.
 	return keys, until, nil
 }
 
-// traceID is the W3C trace id of a delivery: derived from the tenant and
-// event, so every attempt to every endpoint of one event shares a trace and
+// startSpans starts the span of this attempt and, under it, of its HTTP
+// request, continuing the delivery's trace context (the router's span).
+// With tracing off both are no-op spans whose context is the delivery's
+// (invalid when it has none), and nothing is allocated when it has none.
+func (dv *Deliverer) startSpans(d *sluicev1.Delivery, ep *sluicev1.Endpoint) (process, client trace.Span) {
+	ctx := context.Background()
+	if d.Traceparent != "" {
+		if sc, ok := telemetry.ParseTraceparent(d.Traceparent, d.Tracestate); ok {
+			ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
+		}
+	}
+	if !dv.tracing.Enabled() {
+		s := trace.SpanFromContext(ctx)
+		return s, s
+	}
+	ctx, process = dv.tracer.Start(ctx, "sluice delivery process", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		semconv.MessagingSystemKafka,
+		semconv.MessagingOperationTypeProcess,
+		attribute.String("sluice.delivery.id", d.DeliveryId),
+		attribute.String("sluice.endpoint.id", d.EndpointId),
+		attribute.Int("sluice.attempt.number", int(d.AttemptsMade+1)),
+	))
+	attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(fasthttp.MethodPost)}
+	if u, err := url.Parse(ep.Url); err == nil {
+		attrs = append(attrs, semconv.URLFull(RedactURL(u)), semconv.ServerAddress(u.Hostname()))
+		if p, err := strconv.Atoi(u.Port()); err == nil {
+			attrs = append(attrs, semconv.ServerPort(p))
+		}
+	}
+	_, client = dv.tracer.Start(ctx, fasthttp.MethodPost, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	return process, client
+}
+
+// RedactURL is u as a span shows it: no user info, no query string and no
+// fragment, where endpoints commonly carry tokens.
+func RedactURL(u *url.URL) string {
+	c := *u
+	c.User, c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = nil, "", false, "", ""
+	return c.String()
+}
+
+// endSpans ends an attempt's spans with its outcome.
+func endSpans(process, client trace.Span, resp *fasthttp.Response, err error) {
+	if !client.IsRecording() {
+		return
+	}
+	if err != nil {
+		client.SetStatus(codes.Error, err.Error())
+		client.SetAttributes(attribute.String("error.type", fmt.Sprintf("%T", err)))
+		process.SetStatus(codes.Error, err.Error())
+	} else {
+		status := resp.StatusCode()
+		client.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		if status >= 400 {
+			client.SetStatus(codes.Error, "")
+			client.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+			process.SetStatus(codes.Error, "HTTP "+strconv.Itoa(status))
+		}
+	}
+	client.End()
+	process.End()
+}
+
+// headerCarrier writes a fasthttp request's headers for a propagator.
+type headerCarrier struct{ h *fasthttp.RequestHeader }
+
+func (c headerCarrier) Get(key string) string { return string(c.h.Peek(key)) }
+func (c headerCarrier) Set(key, value string) { c.h.Set(key, value) }
+func (c headerCarrier) Keys() []string        { return nil }
+
+// traceID is the W3C trace id of a delivery without a trace context of its
+// own: derived from the tenant and event, so every attempt to every endpoint of one event shares a trace and
 // a receiver's traces join up with the attempt log's trace_id.
 func traceID(d *sluicev1.Delivery) [16]byte {
 	var stack [128]byte

@@ -96,7 +96,8 @@ func (d *Dispatcher) refused(o outgoing, err error) bool {
 		case 2:
 			bare := &sluicev1.Delivery{SchemaVersion: dl.SchemaVersion, DeliveryId: dl.DeliveryId, TenantId: dl.TenantId,
 				EndpointId: dl.EndpointId, EventId: dl.EventId, EventType: dl.EventType,
-				EventReceivedAtMs: dl.EventReceivedAtMs, AttemptsMade: dl.AttemptsMade, Origin: dl.Origin}
+				EventReceivedAtMs: dl.EventReceivedAtMs, AttemptsMade: dl.AttemptsMade, Origin: dl.Origin,
+				Traceparent: dl.Traceparent, Tracestate: dl.Tracestate}
 			bare.DeadReason = errtext.Truncate(fmt.Sprintf("its data (%d bytes) and history were dropped, replay the event to send it again; %s",
 				len(dl.Data), why), maxTextBytes)
 			next.rec = &kgo.Record{Topic: d.opts.Names.Dead, Key: o.rec.Key, Value: mustMarshal(bare)}
