@@ -191,10 +191,18 @@ func (a *apiClient) try(method, path, key string, body []byte, headers ...string
 // waitUp waits until the API answers, failing after 30 s.
 func (a *apiClient) waitUp() {
 	a.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for status, _ := a.try("GET", "/openapi.json", "", nil); status != http.StatusOK; status, _ = a.try("GET", "/openapi.json", "", nil) {
+	// Authenticated routes answer 503 until the config view has caught up
+	// (api.Options.ConfigReady), then 401 to a request without a key: only
+	// then can a test create tenants. On a loaded machine the view takes
+	// seconds after the listener answers.
+	up := func() bool {
+		status, _ := a.try("GET", "/v1/endpoints", "", nil)
+		return status == http.StatusUnauthorized
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !up() {
 		if time.Now().After(deadline) {
-			a.t.Fatal("the ingest API did not answer within 30 s")
+			a.t.Fatal("the ingest API did not load its configuration within 60 s")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

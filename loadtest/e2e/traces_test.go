@@ -93,10 +93,7 @@ func (h *hookReceiver) traceparentOf(t *testing.T, id string) string {
 // traceTenant makes a tenant, once the API has loaded its configuration,
 // and returns its id and API key.
 func traceTenant(t *testing.T, a *apiClient, adminKey string) (string, string) {
-	eventually(t, "the API to load its configuration", func() bool {
-		status, _ := a.try("GET", "/v1/tenants", adminKey, nil)
-		return status == http.StatusOK
-	})
+	a.waitUp()
 	var tenant struct{ ID string }
 	a.call("POST", "/v1/tenants", adminKey, `{"name":"Traced"}`, http.StatusCreated, &tenant)
 	var key struct{ Key string }

@@ -51,6 +51,13 @@ func Traced(h fasthttp.RequestHandler, tr *telemetry.Tracing) fasthttp.RequestHa
 		defer span.End()
 		rc.SetUserValue(traceKey{}, ctx)
 		h(rc)
+		// The route dispatch matched (the same pattern the HTTP metrics
+		// use): the span is named "POST /v1/events", per the HTTP
+		// conventions, and never by the raw path.
+		if route, ok := rc.UserValue(routeKey{}).(string); ok {
+			span.SetName(method + " " + route)
+			span.SetAttributes(semconv.HTTPRoute(route))
+		}
 		status := rc.Response.StatusCode()
 		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
 		if status >= 500 {

@@ -38,10 +38,12 @@ func TestTracedServerSpan(t *testing.T) {
 	var inner trace.SpanContext
 	h := api.Traced(func(rc *fasthttp.RequestCtx) {
 		inner = trace.SpanContextFromContext(rc.Value(api.TraceKey).(context.Context))
+		// What dispatch does once a route matches.
+		rc.SetUserValue(api.RouteKey, "/v1/endpoints/{endpoint_id}")
 		rc.SetStatusCode(fasthttp.StatusAccepted)
 	}, telemetry.NewTracingWith(tp))
 	var rc fasthttp.RequestCtx
-	rc.Request.SetRequestURI("http://sluice.example/v1/events")
+	rc.Request.SetRequestURI("http://sluice.example/v1/endpoints/ep_1")
 	rc.Request.Header.SetMethod("POST")
 	rc.Request.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	h(&rc)
@@ -58,7 +60,11 @@ func TestTracedServerSpan(t *testing.T) {
 	for _, kv := range s.Attributes {
 		attrs[string(kv.Key)] = kv.Value.String()
 	}
-	for k, v := range map[string]string{"http.request.method": "POST", "url.path": "/v1/events", "http.response.status_code": "202"} {
+	if s.Name != "POST /v1/endpoints/{endpoint_id}" {
+		t.Errorf("span name %q, want the method and the route pattern", s.Name)
+	}
+	for k, v := range map[string]string{"http.request.method": "POST", "url.path": "/v1/endpoints/ep_1",
+		"http.route": "/v1/endpoints/{endpoint_id}", "http.response.status_code": "202"} {
 		if attrs[k] != v {
 			t.Errorf("%s = %q, want %q", k, attrs[k], v)
 		}
