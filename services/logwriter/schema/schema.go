@@ -159,6 +159,10 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied []uint32
 // addColumn matches an ALTER TABLE db.table ADD COLUMN name statement.
 var addColumn = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+(\w+)\.(\w+)\s+ADD\s+COLUMN\s+(\w+)\s`)
 
+// AddsColumn reports whether stmt is an ALTER TABLE … ADD COLUMN, which
+// Migrate runs only while the column is missing.
+func AddsColumn(stmt string) bool { return addColumn.MatchString(stmt) }
+
 // columnExists reports whether db.table has column.
 func columnExists(ctx context.Context, conn driver.Conn, db, table, column string) (bool, error) {
 	var n uint64
