@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/sluicehq/sluice/charts/test/metricnames"
 	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
@@ -134,6 +135,17 @@ func TestDashboardPromQL(t *testing.T) {
 	series := exposed(t)
 	if len(series) == 0 {
 		t.Fatal("the exporter exposed no sluice_ series")
+	}
+	// The contract's labels are checked above; its names must also be
+	// what the code makes, or a renamed instrument leaves a panel empty.
+	inCode, err := metricnames.Exported("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range series {
+		if !inCode[name] {
+			t.Errorf("the contract's %s is made nowhere in pkg/ or services/", name)
+		}
 	}
 	known := func(name string) []string { return series[name] }
 	var n int
