@@ -52,19 +52,32 @@ func TestInstrumentCountsKafkaTraffic(t *testing.T) {
 	if kafkax.HasHeader(rec, "traceparent") {
 		t.Fatal("a traceparent header with tracing off")
 	}
-	body := scrape(t, m)
-	for _, name := range []string{
-		// kotel's instruments as the Prometheus exporter names them: the
-		// byte counters have unit By, which the exporter appends as _by.
+	// kotel's instruments as the Prometheus exporter names them: the byte
+	// counters have unit By, which the exporter appends as _by.
+	want := []string{
 		`messaging_kafka_connects_count_total{node_id="`,
 		`messaging_kafka_write_bytes_by_total{node_id="`,
 		`messaging_kafka_read_bytes_count_by_total{node_id="`,
 		`messaging_kafka_produce_records_count_total{node_id="`,
 		`messaging_kafka_produce_bytes_count_by_total{node_id="`,
-	} {
-		if !strings.Contains(body, name) {
-			t.Errorf("/metrics has no %s", name)
+	}
+	missing := func(body string) []string {
+		var out []string
+		for _, name := range want {
+			if !strings.Contains(body, name) {
+				out = append(out, name)
+			}
 		}
+		return out
+	}
+	// franz-go calls the produce-batch hook once the batch's response is
+	// handled, which may be just after ProduceSync's promise has fired.
+	body := scrape(t, m)
+	for deadline := time.Now().Add(10 * time.Second); len(missing(body)) > 0 && time.Now().Before(deadline); body = scrape(t, m) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, name := range missing(body) {
+		t.Errorf("/metrics has no %s", name)
 	}
 	if t.Failed() {
 		t.Logf("/metrics:\n%s", body)
