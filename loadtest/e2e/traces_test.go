@@ -243,7 +243,7 @@ func TestTraceFromProducerToReceiver(t *testing.T) {
 		a.call("POST", "/v1/events", key, `{"type":"order.created","data":{"n":1}}`, http.StatusAccepted, &acc, "traceparent", tp)
 		recv.traceparentOf(t, acc.ID)
 		spans := ingestSpans.of(tid)
-		server := find(t, spans, "POST", trace.SpanKindServer)
+		server := find(t, spans, "POST /v1/events", trace.SpanKindServer)
 		if server.Parent.SpanID() != producer || !server.Parent.IsRemote() {
 			t.Fatalf("server span's parent %s, want the caller's %s", server.Parent.SpanID(), producer)
 		}
