@@ -31,13 +31,30 @@ test: deps check-generated lint ## everything: generated code, lint, then all te
 	@bash dev/with-stack.sh $(MAKE) --no-print-directory test-go
 
 # Each module is tested alone (GOWORK=off), which also proves it builds
-# without the workspace.
+# without the workspace. The modules of SIDE_MODULES are tested beside the
+# others, not after them: most of their cost is compiling (Helm, the
+# Kubernetes and Prometheus packages, the images' binaries), CPU that
+# overlaps the other modules' waits on Kafka. On an empty build cache (CI's
+# fresh machine) that took make test from 15.1 to 14.0 minutes on the
+# 2-core machine; warm, it takes about 8. Their output is printed when both
+# groups are done.
+SIDE_MODULES := dev/images charts/test
+MAIN_MODULES := $(filter-out $(SIDE_MODULES),$(MODULES))
 .PHONY: test-go
 test-go:
-	@for m in $(MODULES); do \
+	@side_log=$$(mktemp); \
+	( for m in $(SIDE_MODULES); do \
+	    echo "== go test $$m"; \
+	    (cd $$m && GOWORK=off go test -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; \
+	  done ) > "$$side_log" 2>&1 & side=$$!; \
+	status=0; \
+	for m in $(MAIN_MODULES); do \
 	  echo "== go test $$m"; \
-	  (cd $$m && GOWORK=off go test -count=1 -timeout $(TEST_TIMEOUT) ./...) || exit 1; \
-	done
+	  (cd $$m && GOWORK=off go test -count=1 -timeout $(TEST_TIMEOUT) ./...) || { status=1; break; }; \
+	done; \
+	wait $$side || status=1; \
+	cat "$$side_log"; rm -f "$$side_log"; \
+	exit $$status
 
 .PHONY: test-short
 test-short: ## unit tests only: no Kafka, no ClickHouse
